@@ -1,0 +1,389 @@
+//! The embedded key-value backend: one redb file for the whole host, one table per store label.
+//!
+//! Every write is its own redb transaction committed with `Durability::Immediate` (redb's
+//! default: fsync before `commit` returns), so an acknowledged write survives a SIGKILL of the
+//! host. redb runs one write transaction at a time, which is what makes compare-and-swap and
+//! increment atomic here: the read and the write happen inside the same transaction.
+//!
+//! redb is a blocking API; every call runs on tokio's blocking pool.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+
+use super::KeyValueBackend;
+
+/// Table names are `kv/<label>`, leaving other prefixes of the same file free for the event
+/// queue and the timers.
+const KEY_VALUE_TABLE_PREFIX: &str = "kv/";
+
+type KeyValueTable<'name> = TableDefinition<'name, &'static str, &'static [u8]>;
+
+/// The host's on-disk state file. Cheap to clone; all clones share one open `redb::Database`
+/// (redb allows a file to be opened once), which other embedded backends can reach through
+/// [`database`](Self::database).
+#[derive(Clone)]
+pub struct EmbeddedState {
+    database: Arc<Database>,
+    path: PathBuf,
+}
+
+impl EmbeddedState {
+    /// Opens the state file at `path`, creating it (and its directory) if needed.
+    pub fn open(path: impl AsRef<Path>) -> anyhow::Result<Self> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|dir| !dir.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating state directory {}", dir.display()))?;
+        }
+        let database = Database::create(path)
+            .with_context(|| format!("opening embedded state file {}", path.display()))?;
+        Ok(Self {
+            database: Arc::new(database),
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The shared database, for other embedded backends (queue, timers) living in the same file.
+    pub fn database(&self) -> Arc<Database> {
+        self.database.clone()
+    }
+
+    /// The key-value store `label`, creating its table if this is its first use.
+    pub fn key_value(&self, label: &str) -> anyhow::Result<EmbeddedKeyValue> {
+        let table_name = format!("{KEY_VALUE_TABLE_PREFIX}{label}");
+        // Creating the table up front lets read transactions assume it exists.
+        let txn = self.database.begin_write()?;
+        txn.open_table(KeyValueTable::new(&table_name))?;
+        txn.commit()?;
+        Ok(EmbeddedKeyValue {
+            database: self.database.clone(),
+            table_name: table_name.into(),
+        })
+    }
+}
+
+/// One label's table in the embedded state file.
+#[derive(Clone)]
+pub struct EmbeddedKeyValue {
+    database: Arc<Database>,
+    table_name: Arc<str>,
+}
+
+impl EmbeddedKeyValue {
+    /// Runs `op` against this store's table on the blocking pool.
+    async fn blocking<R, F>(&self, op: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Database, KeyValueTable<'_>) -> anyhow::Result<R> + Send + 'static,
+    {
+        let database = self.database.clone();
+        let table_name = self.table_name.clone();
+        tokio::task::spawn_blocking(move || op(&database, KeyValueTable::new(&table_name)))
+            .await
+            .context("embedded key-value operation panicked")?
+    }
+
+    /// Runs `op` in one write transaction, committing it only when `op` returns `(_, true)`.
+    async fn write<R, F>(&self, op: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> anyhow::Result<(R, bool)>
+            + Send
+            + 'static,
+    {
+        self.blocking(move |database, table| {
+            let txn = database.begin_write()?;
+            let (result, changed) = {
+                let mut table = txn.open_table(table)?;
+                op(&mut table)?
+            };
+            if changed {
+                txn.commit()?;
+            } else {
+                txn.abort()?;
+            }
+            Ok(result)
+        })
+        .await
+    }
+}
+
+fn parse_counter(bytes: &[u8]) -> anyhow::Result<i64> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .context("value is not an integer")
+}
+
+#[async_trait]
+impl KeyValueBackend for EmbeddedKeyValue {
+    async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
+        let key = key.to_owned();
+        self.blocking(move |database, table| {
+            let table = database.begin_read()?.open_table(table)?;
+            let value = table.get(key.as_str())?.map(|value| value.value().to_vec());
+            Ok(value)
+        })
+        .await
+    }
+
+    async fn set(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        let (key, value) = (key.to_owned(), value.to_vec());
+        self.write(move |table| {
+            table.insert(key.as_str(), value.as_slice())?;
+            Ok(((), true))
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        let key = key.to_owned();
+        self.write(move |table| {
+            let removed = table.remove(key.as_str())?.is_some();
+            Ok(((), removed))
+        })
+        .await
+    }
+
+    async fn exists(&self, key: &str) -> anyhow::Result<bool> {
+        let key = key.to_owned();
+        self.blocking(move |database, table| {
+            let table = database.begin_read()?.open_table(table)?;
+            Ok(table.get(key.as_str())?.is_some())
+        })
+        .await
+    }
+
+    async fn keys(&self) -> anyhow::Result<Vec<String>> {
+        self.blocking(|database, table| {
+            let table = database.begin_read()?.open_table(table)?;
+            let mut keys = Vec::new();
+            for entry in table.iter()? {
+                let (key, _value) = entry?;
+                keys.push(key.value().to_owned());
+            }
+            Ok(keys)
+        })
+        .await
+    }
+
+    async fn increment(&self, key: &str, delta: i64) -> anyhow::Result<i64> {
+        let key = key.to_owned();
+        self.write(move |table| {
+            let current = match table.get(key.as_str())? {
+                Some(value) => parse_counter(value.value())?,
+                None => 0,
+            };
+            let next = current
+                .checked_add(delta)
+                .context("increment would overflow")?;
+            table.insert(key.as_str(), next.to_string().as_bytes())?;
+            Ok((next, true))
+        })
+        .await
+    }
+
+    async fn compare_and_swap(
+        &self,
+        key: &str,
+        expected: Option<&[u8]>,
+        new: &[u8],
+    ) -> anyhow::Result<bool> {
+        let (key, expected, new) = (key.to_owned(), expected.map(<[u8]>::to_vec), new.to_vec());
+        self.write(move |table| {
+            let matches = {
+                let current = table.get(key.as_str())?;
+                current.as_ref().map(|value| value.value()) == expected.as_deref()
+            };
+            if matches {
+                table.insert(key.as_str(), new.as_slice())?;
+            }
+            Ok((matches, matches))
+        })
+        .await
+    }
+
+    // One transaction (and one fsync) for the whole batch instead of one per key.
+    async fn set_many(&self, entries: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+        let entries = entries.to_vec();
+        self.write(move |table| {
+            for (key, value) in &entries {
+                table.insert(key.as_str(), value.as_slice())?;
+            }
+            Ok(((), !entries.is_empty()))
+        })
+        .await
+    }
+
+    async fn delete_many(&self, keys: &[String]) -> anyhow::Result<()> {
+        let keys = keys.to_vec();
+        self.write(move |table| {
+            let mut removed_any = false;
+            for key in &keys {
+                removed_any |= table.remove(key.as_str())?.is_some();
+            }
+            Ok(((), removed_any))
+        })
+        .await
+    }
+
+    async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
+        let keys = keys.to_vec();
+        self.blocking(move |database, table| {
+            let table = database.begin_read()?.open_table(table)?;
+            let mut entries = Vec::with_capacity(keys.len());
+            for key in keys {
+                let value = table.get(key.as_str())?.map(|value| value.value().to_vec());
+                entries.push((key, value));
+            }
+            Ok(entries)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_store(dir: &tempfile::TempDir, label: &str) -> EmbeddedKeyValue {
+        EmbeddedState::open(dir.path().join("state.redb"))
+            .unwrap()
+            .key_value(label)
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_absent_key_requires_absence() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir, "default");
+
+        assert!(store.compare_and_swap("k", None, b"one").await.unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"one"[..]));
+        // Now present: "must be absent" no longer holds.
+        assert!(!store.compare_and_swap("k", None, b"two").await.unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"one"[..]));
+    }
+
+    #[tokio::test]
+    async fn compare_and_swap_on_present_key_compares_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir, "default");
+        store.set("k", b"v1").await.unwrap();
+
+        assert!(store
+            .compare_and_swap("k", Some(b"v1"), b"v2")
+            .await
+            .unwrap());
+        // Conflict: the expected value is stale.
+        assert!(!store
+            .compare_and_swap("k", Some(b"v1"), b"v3")
+            .await
+            .unwrap());
+        assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"v2"[..]));
+        // Expecting a value on an absent key is a conflict too.
+        assert!(!store
+            .compare_and_swap("missing", Some(b"v1"), b"x")
+            .await
+            .unwrap());
+        assert!(!store.exists("missing").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn increment_starts_absent_keys_at_zero_and_stores_decimal() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir, "default");
+
+        assert_eq!(store.increment("n", 5).await.unwrap(), 5);
+        assert_eq!(store.increment("n", -7).await.unwrap(), -2);
+        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"-2"[..]));
+
+        store.set("m", b"40").await.unwrap();
+        assert_eq!(store.increment("m", 2).await.unwrap(), 42);
+
+        store.set("text", b"abc").await.unwrap();
+        assert!(store.increment("text", 1).await.is_err());
+        store
+            .set("big", i64::MAX.to_string().as_bytes())
+            .await
+            .unwrap();
+        assert!(store.increment("big", 1).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn data_survives_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = open_store(&dir, "orders");
+            store.set("order:1", b"created").await.unwrap();
+            store.increment("count", 3).await.unwrap();
+            store.set("gone", b"x").await.unwrap();
+            store.delete("gone").await.unwrap();
+        } // last handle dropped: the file is closed
+
+        let store = open_store(&dir, "orders");
+        assert_eq!(
+            store.get("order:1").await.unwrap().as_deref(),
+            Some(&b"created"[..])
+        );
+        assert_eq!(store.increment("count", 1).await.unwrap(), 4);
+        assert!(!store.exists("gone").await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn labels_are_separate_tables_of_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EmbeddedState::open(dir.path().join("nested/dir/state.redb")).unwrap();
+        let orders = state.key_value("orders").unwrap();
+        let tickets = state.key_value("tickets").unwrap();
+
+        orders.set("a", b"1").await.unwrap();
+        orders.set("b", b"2").await.unwrap();
+        tickets.set("c", b"3").await.unwrap();
+
+        let mut keys = orders.keys().await.unwrap();
+        keys.sort();
+        assert_eq!(keys, ["a", "b"]);
+        assert_eq!(tickets.keys().await.unwrap(), ["c"]);
+        assert!(!tickets.exists("a").await.unwrap());
+        assert!(state
+            .key_value("empty")
+            .unwrap()
+            .keys()
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn batch_operations() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir, "default");
+        store
+            .set_many(&[("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())])
+            .await
+            .unwrap();
+        let got = store
+            .get_many(&["b".into(), "zz".into(), "a".into()])
+            .await
+            .unwrap();
+        assert_eq!(
+            got,
+            [
+                ("b".to_owned(), Some(b"2".to_vec())),
+                ("zz".to_owned(), None),
+                ("a".to_owned(), Some(b"1".to_vec())),
+            ]
+        );
+        store.delete_many(&["a".into(), "zz".into()]).await.unwrap();
+        assert_eq!(store.keys().await.unwrap(), ["b"]);
+    }
+}

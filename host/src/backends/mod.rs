@@ -1,0 +1,4 @@
+//! Storage behind the capabilities: each backend is a trait with an embedded implementation
+//! (one on-disk file, no server needed) and a server-backed one for running several hosts.
+
+pub mod key_value;
