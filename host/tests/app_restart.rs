@@ -11,7 +11,7 @@ fn data_survives_restarts(host: Host) {
     let ticket = seller.post("/api/tickets", json!({"title": "Kept", "price": 12})).json();
     let path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
 
-    let mut host = host.restart();
+    let host = host.restart();
     assert_eq!(host.client().get(&path).json(), ticket);
 
     // A crash right after a write loses nothing either.

@@ -3,13 +3,12 @@
 //!
 //! Backends are built the way the host builds them, through `KeyValueStores::open`.
 
+mod support;
+
 use std::collections::BTreeMap;
-use std::io::{Read as _, Write as _};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+
+use support::Redis;
 
 use ticketing_host::backends::key_value::{
     EmbeddedState, KeyValueBackend, KeyValueStores, StoreConfig,
@@ -21,7 +20,7 @@ const LABEL: &str = "default";
 struct Fixture {
     store: Arc<dyn KeyValueBackend>,
     _state_dir: tempfile::TempDir,
-    _redis: Option<RedisServer>,
+    _redis: Option<Redis>,
 }
 
 async fn embedded_fixture() -> Fixture {
@@ -39,7 +38,7 @@ async fn embedded_fixture() -> Fixture {
 }
 
 async fn redis_fixture() -> Fixture {
-    let redis = RedisServer::start();
+    let redis = Redis::start();
     let state_dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedState::open(state_dir.path().join("state.redb")).unwrap();
     let configs = BTreeMap::from([(LABEL.to_owned(), StoreConfig::Redis { url: redis.url() })]);
@@ -52,108 +51,6 @@ async fn redis_fixture() -> Fixture {
         _state_dir: state_dir,
         _redis: Some(redis),
     }
-}
-
-/// A `redis-server` of our own: free port, own temp dir, no persistence; killed on drop.
-struct RedisServer {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    fn start() -> Self {
-        let binary = find_redis_server().unwrap_or_else(|| {
-            panic!(
-                "redis-server is not installed, and the Redis key-value backend cannot be \
-                 tested without it. Run scripts/setup.sh (it installs redis-server), then \
-                 run the tests again."
-            )
-        });
-        let dir = tempfile::tempdir().unwrap();
-        // The OS picks a free port; the tiny window before redis-server binds it is acceptable
-        // for tests, and a clash shows up as a start-up failure below, not as a wrong result.
-        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(binary)
-            .args(["--port", &port.to_string()])
-            .args(["--bind", "127.0.0.1"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--save", ""])
-            .args(["--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawning redis-server");
-        let mut server = Self {
-            child,
-            port,
-            _dir: dir,
-        };
-        server.wait_until_ready();
-        server
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_until_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "redis-server on port {} exited at start: {status}",
-                    self.port
-                );
-            }
-            if answers_ping(self.port) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "redis-server on port {} did not answer PING within 10 s",
-            self.port
-        );
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut reply = [0u8; 7];
-    stream.write_all(b"PING\r\n").is_ok()
-        && stream.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
-}
-
-/// `which redis-server`, without depending on `which` being installed.
-fn find_redis_server() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|candidate| is_executable(candidate))
-}
-
-fn is_executable(path: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt as _;
-    path.metadata()
-        .map(|meta| meta.is_file() && meta.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// The conformance suite: each check runs against each backend.
