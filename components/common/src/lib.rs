@@ -1,1 +1,18 @@
+//! Shared guest code of the ticketing services (the counterpart of the original app's
+//! `common` package): the error envelope, HTTP plumbing, sessions, configuration, ids,
+//! validation rules, prices and the key-value store wrapper.
+//!
+//! Everything that is pure logic is kept apart from the calls into the Spin host so that it
+//! can be unit-tested natively (`cargo test -p ticketing-common`); host imports only work
+//! inside a component.
 
+pub mod auth;
+pub mod config;
+pub mod errors;
+pub mod http;
+pub mod ids;
+pub mod price;
+pub mod store;
+pub mod validation;
+
+pub use errors::{ApiError, FieldError};

@@ -1,0 +1,177 @@
+//! The API's error type and its JSON envelope, `{"errors": [{"message", "field"?}]}`.
+
+use serde::Serialize;
+use spin_sdk::http::Response;
+
+/// One item of the error envelope. `field` is set only for validation errors.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
+}
+
+impl FieldError {
+    /// A validation failure of one request field.
+    pub fn new(field: &str, message: &str) -> Self {
+        Self {
+            message: message.to_owned(),
+            field: Some(field.to_owned()),
+        }
+    }
+
+    fn message_only(message: &str) -> Self {
+        Self {
+            message: message.to_owned(),
+            field: None,
+        }
+    }
+}
+
+/// Every way a request can fail, each mapped to one status and message of the API contract.
+#[derive(Debug)]
+pub enum ApiError {
+    /// 400, one item per failed field.
+    Validation(Vec<FieldError>),
+    /// 400, a business rule such as "Email in use".
+    BadRequest(String),
+    /// 401, not signed in or not the owner.
+    NotAuthorized,
+    /// 404, unknown id, route or method.
+    NotFound,
+    /// 413, body over the limit.
+    PayloadTooLarge,
+    /// 400, malformed JSON or wrong content type.
+    InvalidJson,
+    /// 500; the cause is logged, never shown to the client.
+    Internal(anyhow::Error),
+}
+
+/// The envelope every error response carries.
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::BadRequest(message.into())
+    }
+
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::Validation(_) | Self::BadRequest(_) | Self::InvalidJson => 400,
+            Self::NotAuthorized => 401,
+            Self::NotFound => 404,
+            Self::PayloadTooLarge => 413,
+            Self::Internal(_) => 500,
+        }
+    }
+
+    /// The items of the envelope for this error.
+    pub fn field_errors(&self) -> Vec<FieldError> {
+        match self {
+            Self::Validation(errors) => errors.clone(),
+            Self::BadRequest(message) => vec![FieldError::message_only(message)],
+            Self::NotAuthorized => vec![FieldError::message_only("Not authorized")],
+            Self::NotFound => vec![FieldError::message_only("Not Found")],
+            Self::PayloadTooLarge => vec![FieldError::message_only("Payload too large")],
+            Self::InvalidJson => vec![FieldError::message_only("Invalid JSON body")],
+            Self::Internal(_) => vec![FieldError::message_only("Something went wrong")],
+        }
+    }
+
+    /// The JSON body of the error response.
+    pub fn body(&self) -> Vec<u8> {
+        let envelope = ErrorBody {
+            errors: self.field_errors(),
+        };
+        serde_json::to_vec(&envelope).expect("the error envelope always serializes")
+    }
+
+    /// The HTTP response for this error; an internal error's cause goes to the log (stderr).
+    pub fn into_response(self) -> Response {
+        if let Self::Internal(cause) = &self {
+            eprintln!("internal error: {cause:#}");
+        }
+        Response::builder()
+            .status(self.status())
+            .header("content-type", "application/json")
+            .body(self.body())
+            .build()
+    }
+}
+
+/// Lets `?` turn any unexpected failure (store, serialization, ...) into a 500.
+impl From<anyhow::Error> for ApiError {
+    fn from(cause: anyhow::Error) -> Self {
+        Self::Internal(cause)
+    }
+}
+
+/// Turns the collected validation failures into an error, if there are any.
+pub fn check_fields(errors: Vec<FieldError>) -> Result<(), ApiError> {
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    fn body_json(error: &ApiError) -> Value {
+        serde_json::from_slice(&error.body()).unwrap()
+    }
+
+    #[test]
+    fn validation_errors_list_every_field() {
+        let error = ApiError::Validation(vec![
+            FieldError::new("email", "Email must be valid"),
+            FieldError::new("password", "Password must be between 4 and 20 characters"),
+        ]);
+        assert_eq!(error.status(), 400);
+        assert_eq!(
+            body_json(&error),
+            json!({"errors": [
+                {"message": "Email must be valid", "field": "email"},
+                {"message": "Password must be between 4 and 20 characters", "field": "password"}
+            ]})
+        );
+    }
+
+    #[test]
+    fn other_errors_have_a_message_and_no_field() {
+        let cases = [
+            (ApiError::bad_request("Email in use"), 400, "Email in use"),
+            (ApiError::NotAuthorized, 401, "Not authorized"),
+            (ApiError::NotFound, 404, "Not Found"),
+            (ApiError::PayloadTooLarge, 413, "Payload too large"),
+            (ApiError::InvalidJson, 400, "Invalid JSON body"),
+        ];
+        for (error, status, message) in cases {
+            assert_eq!(error.status(), status);
+            assert_eq!(body_json(&error), json!({"errors": [{"message": message}]}));
+        }
+    }
+
+    #[test]
+    fn internal_errors_hide_their_cause() {
+        let error = ApiError::from(anyhow::anyhow!("redis connection refused"));
+        assert_eq!(error.status(), 500);
+        assert_eq!(
+            body_json(&error),
+            json!({"errors": [{"message": "Something went wrong"}]})
+        );
+    }
+
+    #[test]
+    fn check_fields_fails_only_when_something_failed() {
+        assert!(check_fields(vec![]).is_ok());
+        let result = check_fields(vec![FieldError::new("title", "Title is required")]);
+        assert!(matches!(result, Err(ApiError::Validation(errors)) if errors.len() == 1));
+    }
+}

@@ -1,0 +1,260 @@
+//! HTTP plumbing shared by the services: reading the request with a body limit, JSON bodies
+//! and responses, and splitting paths for routing.
+//!
+//! A service's router is a `match` on `(method, path_segments(path))`, the same table as the
+//! original app's Express routes; anything it does not list, including a known path with
+//! another method, is `ApiError::NotFound`.
+
+use futures::StreamExt;
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+use spin_sdk::http::{IncomingRequest, Request, Response};
+
+use crate::errors::ApiError;
+
+/// The largest request body the API accepts (64 KiB).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Buffers an incoming request, reading at most one byte more than `MAX_BODY_BYTES` of its
+/// body: that is enough to know a body is too large without holding all of it in memory.
+pub async fn read_request(incoming: IncomingRequest) -> Result<Request, ApiError> {
+    let method = incoming.method();
+    let uri = incoming.uri();
+    let headers = incoming.headers();
+    let mut body = Vec::new();
+    let mut chunks = incoming.into_body_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk
+            .map_err(|e| anyhow::anyhow!("reading the request body: {}", e.to_debug_string()))?;
+        body.extend_from_slice(&chunk);
+        if body.len() > MAX_BODY_BYTES {
+            body.truncate(MAX_BODY_BYTES + 1);
+            break;
+        }
+    }
+    Ok(Request::builder()
+        .method(method)
+        .uri(uri)
+        .headers(headers)
+        .body(body)
+        .build())
+}
+
+/// The JSON object in the request body, deserialized as `T`.
+pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
+    let content_type = req.header("content-type").and_then(|v| v.as_str());
+    parse_json_body(content_type, req.body())
+}
+
+/// The body rules of the API: at most 64 KiB (else 413), `Content-Type: application/json`
+/// and a JSON object (else 400 "Invalid JSON body"). Checking the fields is the caller's
+/// business: request types mark them `optional_field` so that a missing or mistyped field
+/// becomes a validation error naming it.
+pub fn parse_json_body<T: DeserializeOwned>(
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<T, ApiError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(ApiError::PayloadTooLarge);
+    }
+    if !content_type.is_some_and(is_json_content_type) {
+        return Err(ApiError::InvalidJson);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)?;
+    if !value.is_object() {
+        return Err(ApiError::InvalidJson);
+    }
+    serde_json::from_value(value).map_err(|_| ApiError::InvalidJson)
+}
+
+/// Deserializes a request field leniently: absent, `null` or of the wrong type all read as
+/// `None`, so `{"email": 42}` fails the email's validation ("Email must be valid") rather
+/// than the whole body. Use as
+/// `#[serde(default, deserialize_with = "ticketing_common::http::optional_field")]`.
+pub fn optional_field<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: DeserializeOwned,
+{
+    let value = serde_json::Value::deserialize(deserializer)?;
+    Ok(serde_json::from_value(value).ok())
+}
+
+/// `application/json`, in any case, with or without parameters such as `charset`.
+pub fn is_json_content_type(content_type: &str) -> bool {
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    media_type.eq_ignore_ascii_case("application/json")
+}
+
+/// A response with `value` as its JSON body.
+pub fn json_response(status: u16, value: &impl Serialize) -> Result<Response, ApiError> {
+    let body = serde_json::to_vec(value).map_err(anyhow::Error::from)?;
+    Ok(Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body)
+        .build())
+}
+
+/// The response for a handler's outcome: errors become their JSON envelope.
+pub fn respond(outcome: Result<Response, ApiError>) -> Response {
+    outcome.unwrap_or_else(ApiError::into_response)
+}
+
+/// The segments of a request path, for matching routes: `/api/tickets/abc` and
+/// `/api/tickets/abc/` both give `["api", "tickets", "abc"]`.
+pub fn path_segments(path: &str) -> Vec<&str> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let path = path.strip_suffix('/').unwrap_or(path);
+    if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Credentials {
+        #[serde(default, deserialize_with = "optional_field")]
+        email: Option<String>,
+        #[serde(default, deserialize_with = "optional_field")]
+        password: Option<String>,
+    }
+
+    fn parse(content_type: Option<&str>, body: &str) -> Result<Credentials, ApiError> {
+        parse_json_body(content_type, body.as_bytes())
+    }
+
+    const JSON: Option<&str> = Some("application/json");
+
+    #[test]
+    fn accepts_a_json_object_and_leaves_missing_fields_empty() {
+        let parsed = parse(JSON, r#"{"email": "a@b.co", "extra": 1}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Credentials {
+                email: Some("a@b.co".into()),
+                password: None
+            }
+        );
+    }
+
+    #[test]
+    fn content_type_must_be_json_with_any_case_and_parameters() {
+        assert!(is_json_content_type("application/json"));
+        assert!(is_json_content_type("Application/JSON; charset=utf-8"));
+        assert!(is_json_content_type(" application/json ;charset=UTF-8"));
+        assert!(!is_json_content_type("text/plain"));
+        assert!(!is_json_content_type("application/jsonp"));
+        assert!(!is_json_content_type("application/x-www-form-urlencoded"));
+        assert!(!is_json_content_type(""));
+    }
+
+    #[test]
+    fn wrong_or_missing_content_type_is_invalid_json() {
+        let body = r#"{"email": "a@b.co"}"#;
+        assert!(matches!(parse(None, body), Err(ApiError::InvalidJson)));
+        assert!(matches!(
+            parse(Some("text/plain"), body),
+            Err(ApiError::InvalidJson)
+        ));
+        assert!(parse(Some("application/json; charset=utf-8"), body).is_ok());
+    }
+
+    #[test]
+    fn malformed_json_and_non_objects_are_invalid_json() {
+        for body in [
+            "",
+            "{",
+            "{\"email\": }",
+            "{\"email\": 1,}",
+            "[]",
+            "\"text\"",
+            "42",
+            "null",
+        ] {
+            assert!(
+                matches!(parse(JSON, body), Err(ApiError::InvalidJson)),
+                "body {body:?} should be rejected"
+            );
+        }
+    }
+
+    #[test]
+    fn null_and_mistyped_fields_count_as_missing() {
+        let parsed = parse(JSON, r#"{"email": null, "password": "secret"}"#).unwrap();
+        assert_eq!(parsed.email, None);
+        assert_eq!(parsed.password.as_deref(), Some("secret"));
+        let parsed = parse(JSON, r#"{"email": 42, "password": ["secret"]}"#).unwrap();
+        assert_eq!(
+            parsed,
+            Credentials {
+                email: None,
+                password: None
+            }
+        );
+    }
+
+    #[test]
+    fn optional_field_keeps_numbers_for_number_fields() {
+        #[derive(Deserialize)]
+        struct Priced {
+            #[serde(default, deserialize_with = "optional_field")]
+            price: Option<f64>,
+        }
+        let price = |body: &str| {
+            parse_json_body::<Priced>(JSON, body.as_bytes())
+                .unwrap()
+                .price
+        };
+        assert_eq!(price(r#"{"price": 20}"#), Some(20.0));
+        assert_eq!(price(r#"{"price": 12.5}"#), Some(12.5));
+        assert_eq!(price(r#"{"price": "10"}"#), None);
+        assert_eq!(price(r#"{}"#), None);
+    }
+
+    #[test]
+    fn bodies_over_64_kib_are_too_large_whatever_their_content() {
+        let padding = " ".repeat(MAX_BODY_BYTES);
+        let too_large = format!("{{}}{padding}");
+        assert!(matches!(
+            parse(JSON, &too_large),
+            Err(ApiError::PayloadTooLarge)
+        ));
+        // The size check comes before the content-type check.
+        assert!(matches!(
+            parse(Some("text/plain"), &too_large),
+            Err(ApiError::PayloadTooLarge)
+        ));
+        // Exactly the limit is still accepted.
+        let at_limit = format!("{{}}{}", " ".repeat(MAX_BODY_BYTES - 2));
+        assert_eq!(at_limit.len(), MAX_BODY_BYTES);
+        assert!(parse(JSON, &at_limit).is_ok());
+    }
+
+    #[test]
+    fn path_segments_ignore_one_trailing_slash() {
+        assert_eq!(path_segments("/api/tickets"), ["api", "tickets"]);
+        assert_eq!(path_segments("/api/tickets/"), ["api", "tickets"]);
+        assert_eq!(path_segments("/api/tickets/abc"), ["api", "tickets", "abc"]);
+        assert!(path_segments("/").is_empty());
+        // An empty segment in the middle matches no route.
+        assert_eq!(path_segments("/api//tickets"), ["api", "", "tickets"]);
+    }
+
+    #[test]
+    fn json_response_sets_status_content_type_and_body() {
+        let response = json_response(201, &serde_json::json!({"id": "x"})).unwrap();
+        assert_eq!(*response.status(), 201);
+        assert_eq!(
+            response.header("content-type").and_then(|v| v.as_str()),
+            Some("application/json")
+        );
+        assert_eq!(response.body(), br#"{"id":"x"}"#);
+    }
+}
