@@ -1,1 +1,31 @@
+//! The tickets service: create, list, show and edit tickets under `/api/tickets`.
+//! Tickets live in the key-value store labelled `tickets` (see `ticket`).
 
+mod routes;
+mod ticket;
+
+use spin_sdk::http::{IncomingRequest, Method, Request, Response};
+use spin_sdk::http_component;
+use ticketing_common::{
+    http::{path_segments, read_request, respond},
+    ApiError,
+};
+
+#[http_component]
+async fn handle_tickets(incoming: IncomingRequest) -> Response {
+    match read_request(incoming).await {
+        Ok(req) => respond(route(&req)),
+        Err(error) => error.into_response(),
+    }
+}
+
+/// The service's routes; anything else, a known path with another method included, is 404.
+fn route(req: &Request) -> Result<Response, ApiError> {
+    match (req.method(), path_segments(req.path()).as_slice()) {
+        (Method::Post, ["api", "tickets"]) => routes::create(req),
+        (Method::Get, ["api", "tickets"]) => routes::list(),
+        (Method::Get, ["api", "tickets", id]) => routes::show(id),
+        (Method::Put, ["api", "tickets", id]) => routes::update(req, id),
+        _ => Err(ApiError::NotFound),
+    }
+}
