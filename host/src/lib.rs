@@ -2,6 +2,8 @@
 
 pub mod backends;
 pub mod capabilities;
+pub mod engine;
 pub mod manifest;
 pub mod runtime_config;
+pub mod triggers;
 pub mod variables;

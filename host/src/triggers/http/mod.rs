@@ -1,0 +1,388 @@
+//! The HTTP trigger: a hyper HTTP/1.1 server that routes each request by path
+//! (`[[trigger.http]]`) to a component and runs it in a fresh instance.
+//!
+//! Per request: route (unknown → 404), check the body size (Content-Length over the cap →
+//! 413), wait for a free instance slot, add Spin's `spin-*` headers, then instantiate the
+//! component in a new store and call its `wasi:http/incoming-handler`. The guest runs in its
+//! own task, bounded by the request deadline twice over: epoch interruption traps guest code
+//! that runs past it, and a tokio timeout drops a guest that waits on I/O past it. A trapping,
+//! looping or memory-hungry guest fails only its own request (500/503 in the API's error
+//! envelope, logged with the component id); the server keeps serving.
+//!
+//! Every request gets one access-log line (method, path, status, component, duration).
+//! [`HttpTrigger::serve`] stops accepting on shutdown and lets in-flight requests finish for
+//! a bounded time.
+
+mod body;
+mod headers;
+mod responses;
+pub mod router;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::WasiHttpView as _;
+
+use self::body::CappedBody;
+pub use self::body::ResponseBody;
+pub use self::router::Router;
+use crate::engine::{HostState, LoadedComponent, Runtime};
+use crate::manifest;
+
+/// Limits of the HTTP trigger.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Wall-clock budget of one request, from arrival to the guest's last instruction.
+    pub request_timeout: Duration,
+    /// Request bodies above this many bytes get 413 (components enforce smaller limits).
+    pub max_request_body: u64,
+    /// How long shutdown waits for in-flight requests.
+    pub shutdown_grace: Duration,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            request_timeout: Duration::from_secs(30),
+            max_request_body: 1 << 20,
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+pub struct HttpTrigger {
+    router: Router,
+    handlers: HashMap<String, Handler>,
+    runtime: Arc<Runtime>,
+    settings: HttpSettings,
+}
+
+/// A component that serves HTTP: its `wasi:http/proxy` pre-instance.
+struct Handler {
+    component: Arc<LoadedComponent>,
+    proxy: ProxyPre<HostState>,
+}
+
+/// How a guest run ended without a response.
+enum GuestFailure {
+    /// The tokio deadline fired while the guest waited on I/O.
+    TimedOut,
+    Error(anyhow::Error),
+}
+
+impl HttpTrigger {
+    /// Builds the router and checks that each routed component exports
+    /// `wasi:http/incoming-handler`. The components must be loaded in `runtime` already.
+    pub fn new(
+        triggers: &[manifest::HttpTrigger],
+        runtime: Arc<Runtime>,
+        settings: HttpSettings,
+    ) -> anyhow::Result<HttpTrigger> {
+        let router = Router::new(triggers)?;
+        let mut handlers = HashMap::new();
+        for (_, id) in router.routes() {
+            if handlers.contains_key(id) {
+                continue;
+            }
+            let component = runtime
+                .component(id)
+                .with_context(|| format!("component `{id}` is routed but not loaded"))?
+                .clone();
+            let proxy = ProxyPre::new(component.pre.clone())
+                .map_err(anyhow::Error::from)
+                .with_context(|| {
+                    format!(
+                        "component `{id}` is routed by [[trigger.http]] but does not export \
+                         wasi:http/incoming-handler@0.2.x"
+                    )
+                })?;
+            handlers.insert(id.to_owned(), Handler { component, proxy });
+        }
+        Ok(HttpTrigger {
+            router,
+            handlers,
+            runtime,
+            settings,
+        })
+    }
+
+    pub fn router(&self) -> &Router {
+        &self.router
+    }
+
+    /// Serves connections from `listener` until `shutdown` resolves, then stops accepting
+    /// and waits up to the shutdown grace for open requests to finish.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        shutdown: impl Future<Output = ()>,
+    ) -> anyhow::Result<()> {
+        let graceful = GracefulShutdown::new();
+        tokio::pin!(shutdown);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // E.g. out of file descriptors: back off instead of spinning.
+                        tracing::warn!("accepting a connection failed: {error}");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let _ = stream.set_nodelay(true);
+            let this = self.clone();
+            let service = hyper::service::service_fn(move |request| {
+                let this = this.clone();
+                async move { Ok::<_, Infallible>(this.handle(request, client).await) }
+            });
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(stream), service);
+            let connection = graceful.watch(connection);
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!("connection from {client}: {error}");
+                }
+            });
+        }
+        drop(listener);
+
+        let open = graceful.count();
+        tracing::info!(
+            open_connections = open,
+            "shutting down: no longer accepting connections"
+        );
+        let grace = self.settings.shutdown_grace;
+        if tokio::time::timeout(grace, graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "requests still running {}s after shutdown began; stopping anyway",
+                grace.as_secs()
+            );
+        }
+        Ok(())
+    }
+
+    /// Answers one request; never fails (failures become error responses).
+    pub async fn handle(
+        &self,
+        request: Request<Incoming>,
+        client: SocketAddr,
+    ) -> Response<ResponseBody> {
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        let (response, component) = self.dispatch(request, client, started).await;
+        tracing::info!(
+            target: "ticketing::access",
+            method = %method,
+            path = %path,
+            status = response.status().as_u16(),
+            component = component.unwrap_or("-"),
+            duration_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
+            "request"
+        );
+        response
+    }
+
+    async fn dispatch(
+        &self,
+        mut request: Request<Incoming>,
+        client: SocketAddr,
+        started: Instant,
+    ) -> (Response<ResponseBody>, Option<&str>) {
+        let path = request.uri().path().to_owned();
+        let Some(route) = self.router.route(&path) else {
+            return (responses::not_found(), None);
+        };
+        let Some(handler) = self.handlers.get(route.component) else {
+            return (responses::not_found(), None);
+        };
+        let id = handler.component.id.as_str();
+
+        let max_body = self.settings.max_request_body;
+        if content_length(&request).is_some_and(|length| length > max_body) {
+            return (responses::payload_too_large(), Some(id));
+        }
+
+        let path_and_query = request
+            .uri()
+            .path_and_query()
+            .map(|pq| pq.as_str().to_owned())
+            .unwrap_or_else(|| path.clone());
+        let request_headers = request.headers_mut();
+        if !request_headers.contains_key(http::header::HOST) {
+            // wasi:http needs an authority; HTTP/1.0 clients may send none.
+            request_headers.insert(
+                http::header::HOST,
+                http::HeaderValue::from_static("localhost"),
+            );
+        }
+        headers::set_spin_headers(request_headers, &path_and_query, &route, client);
+
+        let deadline = started + self.settings.request_timeout;
+        let tokio_deadline = tokio::time::Instant::from_std(deadline);
+        let Ok(slot) = tokio::time::timeout_at(tokio_deadline, self.runtime.instance_slot()).await
+        else {
+            tracing::error!(
+                component = id,
+                "no free instance slot before the request deadline"
+            );
+            return (responses::unavailable(), Some(id));
+        };
+
+        let (parts, body) = request.into_parts();
+        let (body, body_too_large) = CappedBody::new(body, max_body);
+        let request = Request::from_parts(parts, body);
+
+        let mut store = self.runtime.new_store(&handler.component, deadline);
+        let (response_tx, response_rx) = tokio::sync::oneshot::channel();
+        let resources = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|incoming| {
+                let outparam = store.data_mut().http().new_response_outparam(response_tx)?;
+                Ok((incoming, outparam))
+            });
+        let (incoming, outparam) = match resources {
+            Ok(resources) => resources,
+            Err(error) => {
+                tracing::error!(
+                    component = id,
+                    "cannot pass the request to the component: {error:#}"
+                );
+                return (responses::internal_error(), Some(id));
+            }
+        };
+
+        let proxy = handler.proxy.clone();
+        let guest = tokio::spawn(async move {
+            let _slot = slot;
+            let run = async {
+                let instance = proxy.instantiate_async(&mut store).await?;
+                instance
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, incoming, outparam)
+                    .await
+            };
+            match tokio::time::timeout_at(tokio_deadline, run).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(error)) => Err(GuestFailure::Error(error.into())),
+                Err(_) => Err(GuestFailure::TimedOut),
+            }
+        });
+
+        let response = match tokio::time::timeout_at(tokio_deadline, response_rx).await {
+            // The guest set its response (the body may still be streaming from its task).
+            Ok(Ok(Ok(response))) => {
+                if body_too_large.load(Ordering::Relaxed) {
+                    guest.abort();
+                    return (responses::payload_too_large(), Some(id));
+                }
+                let component = id.to_owned();
+                tokio::spawn(async move {
+                    if let Ok(Err(failure)) = guest.await {
+                        log_failure(&component, &failure, "after sending its response headers");
+                    }
+                });
+                return (response, Some(id));
+            }
+            Ok(Ok(Err(code))) => {
+                tracing::error!(
+                    component = id,
+                    "component answered with error code {code:?}"
+                );
+                responses::internal_error()
+            }
+            // The guest finished (or failed) without setting a response.
+            Ok(Err(_)) => match guest.await {
+                _ if body_too_large.load(Ordering::Relaxed) => responses::payload_too_large(),
+                Ok(Ok(())) => {
+                    tracing::error!(
+                        component = id,
+                        "component returned without sending a response"
+                    );
+                    responses::internal_error()
+                }
+                Ok(Err(failure)) => {
+                    log_failure(id, &failure, "before sending a response");
+                    if is_timeout(&failure) {
+                        responses::unavailable()
+                    } else {
+                        responses::internal_error()
+                    }
+                }
+                Err(join_error) => {
+                    tracing::error!(component = id, "component task failed: {join_error}");
+                    responses::internal_error()
+                }
+            },
+            // Deadline passed while waiting for the response headers.
+            Err(_) => {
+                guest.abort();
+                tracing::error!(
+                    component = id,
+                    timeout_s = self.settings.request_timeout.as_secs_f64(),
+                    "request deadline exceeded before the component responded"
+                );
+                responses::unavailable()
+            }
+        };
+        (response, Some(id))
+    }
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// Whether the guest was stopped by the request deadline (epoch trap or tokio timeout).
+fn is_timeout(failure: &GuestFailure) -> bool {
+    match failure {
+        GuestFailure::TimedOut => true,
+        GuestFailure::Error(error) => {
+            error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
+        }
+    }
+}
+
+fn log_failure(component: &str, failure: &GuestFailure, when: &str) {
+    if is_timeout(failure) {
+        tracing::error!(
+            component,
+            "request deadline exceeded {when}: component stopped"
+        );
+    } else if let GuestFailure::Error(error) = failure {
+        // The root cause is the trap ("wasm trap: wasm `unreachable` instruction executed",
+        // "forcing trap when growing memory to ... bytes"); the wasm backtrace is in the chain.
+        tracing::error!(component, error = %error.root_cause(), "component failed {when}");
+        tracing::debug!(component, "component failure in detail: {error:?}");
+    }
+}
