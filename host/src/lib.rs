@@ -1,9 +1,12 @@
 //! The ticketing host as a library: the `ticketing` binary and the tests build on it.
 
 pub mod backends;
+pub mod build;
 pub mod capabilities;
+pub mod cli;
 pub mod engine;
 pub mod manifest;
 pub mod runtime_config;
 pub mod triggers;
+pub mod up;
 pub mod variables;

@@ -1,0 +1,248 @@
+//! The `ticketing` command line.
+//!
+//! ```text
+//! ticketing up    [-f spin.toml] [--listen ADDR] [--runtime-config-file PATH] [--state-dir DIR]
+//!                 [--build] [--request-timeout SECS] [--max-instance-memory SIZE]
+//!                 [--max-instances N]
+//! ticketing build [-f spin.toml]
+//! ```
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::manifest::Manifest;
+use crate::up::{up, UpOptions};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ticketing",
+    version,
+    about = "Runs the ticketing platform's Wasm components"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the app: HTTP routes of spin.toml, state in the state dir (like `spin up`).
+    Up(UpArgs),
+    /// Run every component's build command (like `spin build`).
+    Build(BuildArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// The application manifest.
+    #[arg(
+        short = 'f',
+        long = "from",
+        value_name = "SPIN_TOML",
+        default_value = "spin.toml"
+    )]
+    pub manifest: PathBuf,
+
+    /// Address to serve HTTP on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
+    pub listen: SocketAddr,
+
+    /// Spin runtime config (key-value stores, variables providers). Without one the host
+    /// runs in development mode: embedded stores, generated development secrets.
+    #[arg(long, value_name = "PATH", env = "RUNTIME_CONFIG_FILE")]
+    pub runtime_config_file: Option<PathBuf>,
+
+    /// Where the embedded state lives [default: .ticketing next to spin.toml].
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// Build the components first.
+    #[arg(long)]
+    pub build: bool,
+
+    /// Time limit of one request, in seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
+    pub request_timeout: Duration,
+
+    /// Linear memory one instance may use: bytes, or with a unit (64MiB, 1GiB, 512KiB).
+    /// [default: 128MiB]
+    #[arg(long, value_name = "SIZE", value_parser = parse_byte_size)]
+    pub max_instance_memory: Option<u64>,
+
+    /// Component instances that may run at once; more requests wait.
+    #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_instances: u32,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BuildArgs {
+    /// The application manifest.
+    #[arg(
+        short = 'f',
+        long = "from",
+        value_name = "SPIN_TOML",
+        default_value = "spin.toml"
+    )]
+    pub manifest: PathBuf,
+}
+
+/// Parses the command line, sets up logging and runs the command.
+pub fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    match cli.command {
+        Command::Build(args) => {
+            let manifest = Manifest::load(&args.manifest)?;
+            crate::build::build_components(&manifest)
+        }
+        Command::Up(args) => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(up(UpOptions {
+                manifest: args.manifest,
+                listen: args.listen,
+                runtime_config_file: args.runtime_config_file,
+                state_dir: args.state_dir,
+                build: args.build,
+                request_timeout: args.request_timeout,
+                max_instance_memory: args.max_instance_memory,
+                max_instances: args.max_instances,
+            }))
+        }
+    }
+}
+
+/// `RUST_LOG` if set, else `info`.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn parse_seconds(text: &str) -> Result<Duration, String> {
+    let seconds: f64 = text
+        .trim()
+        .trim_end_matches('s')
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    if !(seconds > 0.0 && seconds.is_finite()) {
+        return Err("must be more than 0 seconds".into());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `134217728`, `128MiB`, `128M`, `1GiB`, `512KiB`, `64mb` (units are powers of 1024).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size like 134217728 or 128MiB"))?;
+    let multiplier: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} (use KiB, MiB or GiB)")),
+    };
+    let bytes = number
+        .checked_mul(multiplier)
+        .ok_or_else(|| format!("{text:?} is too large"))?;
+    if bytes == 0 {
+        return Err("must be more than 0 bytes".into());
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn up_defaults_and_flags() {
+        let cli = Cli::try_parse_from(["ticketing", "up"]).unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!()
+        };
+        assert_eq!(up.manifest, PathBuf::from("spin.toml"));
+        assert_eq!(up.listen, "127.0.0.1:3000".parse().unwrap());
+        assert_eq!(up.request_timeout, Duration::from_secs(30));
+        assert_eq!(up.max_instances, 256);
+        assert_eq!(up.max_instance_memory, None);
+        assert!(!up.build);
+
+        let cli = Cli::try_parse_from([
+            "ticketing",
+            "up",
+            "-f",
+            "x/spin.toml",
+            "--listen",
+            "0.0.0.0:8080",
+            "--build",
+            "--request-timeout",
+            "2.5",
+            "--max-instance-memory",
+            "64MiB",
+            "--max-instances",
+            "8",
+            "--state-dir",
+            "/tmp/s",
+            "--runtime-config-file",
+            "rc.toml",
+        ])
+        .unwrap();
+        let Command::Up(up) = cli.command else {
+            panic!()
+        };
+        assert_eq!(up.manifest, PathBuf::from("x/spin.toml"));
+        assert_eq!(up.request_timeout, Duration::from_millis(2500));
+        assert_eq!(up.max_instance_memory, Some(64 << 20));
+        assert_eq!(up.max_instances, 8);
+        assert_eq!(up.runtime_config_file, Some(PathBuf::from("rc.toml")));
+        assert!(up.build);
+
+        let cli = Cli::try_parse_from(["ticketing", "build", "--from", "a.toml"]).unwrap();
+        let Command::Build(build) = cli.command else {
+            panic!()
+        };
+        assert_eq!(build.manifest, PathBuf::from("a.toml"));
+    }
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_byte_size("134217728"), Ok(128 << 20));
+        assert_eq!(parse_byte_size("128MiB"), Ok(128 << 20));
+        assert_eq!(parse_byte_size("128M"), Ok(128 << 20));
+        assert_eq!(parse_byte_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("512 KiB"), Ok(512 << 10));
+        assert!(parse_byte_size("lots").is_err());
+        assert!(parse_byte_size("12PB").is_err());
+        assert!(parse_byte_size("0").is_err());
+    }
+
+    #[test]
+    fn seconds() {
+        assert_eq!(parse_seconds("30"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_seconds("0.5s"), Ok(Duration::from_millis(500)));
+        assert!(parse_seconds("0").is_err());
+        assert!(parse_seconds("soon").is_err());
+    }
+}
