@@ -99,7 +99,25 @@ impl Store {
         self.swap_with_retries(&key, |current| {
             let current = current.ok_or(ApiError::NotFound)?;
             let updated = change(decode(&key, &current)?)?;
-            Ok((encode(&updated)?, updated))
+            Ok((Some(encode(&updated)?), updated))
+        })
+    }
+
+    /// `update` for changes that may turn out to be no change: `change` looks at the current
+    /// value and returns the new one to write, or `None` to leave the key as it is (nothing
+    /// is written). Returns the value now stored and whether this call wrote it.
+    pub fn update_if<T, F>(&self, key: &str, mut change: F) -> Result<Updated<T>, ApiError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&T) -> Result<Option<T>, ApiError>,
+    {
+        let key = self.namespaced(key);
+        self.swap_with_retries(&key, |current| {
+            let current: T = decode(&key, &current.ok_or(ApiError::NotFound)?)?;
+            Ok(match change(&current)? {
+                Some(updated) => (Some(encode(&updated)?), Updated::written(updated)),
+                None => (None, Updated::unchanged(current)),
+            })
         })
     }
 
@@ -116,7 +134,7 @@ impl Store {
             if !ids.iter().any(|existing| existing == id) {
                 ids.push(id.to_owned());
             }
-            Ok((encode(&ids)?, ()))
+            Ok((Some(encode(&ids)?), ()))
         })
     }
 
@@ -126,15 +144,18 @@ impl Store {
     }
 
     /// The compare-and-swap loop under every conditional write: `next` turns the current
-    /// bytes (if any) into the bytes to write plus the caller's result.
+    /// bytes (if any) into the bytes to write (`None`: write nothing) plus the caller's result.
     fn swap_with_retries<R>(
         &self,
         key: &str,
-        mut next: impl FnMut(Option<Vec<u8>>) -> Result<(Vec<u8>, R), ApiError>,
+        mut next: impl FnMut(Option<Vec<u8>>) -> Result<(Option<Vec<u8>>, R), ApiError>,
     ) -> Result<R, ApiError> {
         for attempt in 1..=MAX_CAS_ATTEMPTS {
             let cas = self.begin_cas(key)?;
             let (bytes, result) = next(current_value(&cas, key)?)?;
+            let Some(bytes) = bytes else {
+                return Ok(result);
+            };
             match atomics::swap(cas, &bytes) {
                 Ok(()) => return Ok(result),
                 Err(CasError::CasFailed(_)) => back_off(attempt),
@@ -150,6 +171,31 @@ impl Store {
 
     fn namespaced(&self, key: &str) -> String {
         namespaced_key(&self.label, key)
+    }
+}
+
+/// What `Store::update_if` left under a key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Updated<T> {
+    /// The value now stored.
+    pub value: T,
+    /// Whether this call wrote it (false: the value was already as wanted).
+    pub written: bool,
+}
+
+impl<T> Updated<T> {
+    fn written(value: T) -> Self {
+        Self {
+            value,
+            written: true,
+        }
+    }
+
+    fn unchanged(value: T) -> Self {
+        Self {
+            value,
+            written: false,
+        }
     }
 }
 
