@@ -21,6 +21,20 @@ fn decimal_places(value: f64) -> usize {
         .map_or(0, |(_, decimals)| decimals.len())
 }
 
+/// A price in integer cents, computed from its decimal text (the text the client sent, see
+/// `decimal_places`), never from a float product: `20.1` is exactly 2010 cents. `None` for
+/// a price that is not a valid ticket price.
+pub fn to_cents(price: f64) -> Option<u64> {
+    if !is_valid_price(price) {
+        return None;
+    }
+    let text = price.to_string();
+    let (dollars, decimals) = text.split_once('.').unwrap_or((&text, ""));
+    // At most two decimals (checked above): "1" is 10 cents, "01" is 1 cent.
+    let cents = format!("{decimals:0<2}");
+    Some(dollars.parse::<u64>().ok()? * 100 + cents.parse::<u64>().ok()?)
+}
+
 /// Writes a price as the client sent it: `20` stays `20` (not `20.0`), `20.5` stays `20.5`.
 /// Use with `#[serde(serialize_with = "ticketing_common::price::serialize")]`.
 pub fn serialize<S: Serializer>(price: &f64, serializer: S) -> Result<S::Ok, S::Error> {
@@ -54,6 +68,37 @@ mod tests {
             f64::INFINITY,
         ] {
             assert!(!is_valid_price(price), "{price}");
+        }
+    }
+
+    #[test]
+    fn cents_are_exact_for_every_valid_price() {
+        let cases = [
+            (0.01, 1),
+            (0.1, 10),
+            (0.29, 29),
+            (1.0, 100),
+            (10.0, 1000),
+            (19.99, 1999),
+            (20.1, 2010),
+            (999_999.99, 99_999_999),
+        ];
+        for (price, cents) in cases {
+            assert_eq!(to_cents(price), Some(cents), "{price}");
+        }
+        // Every price from 0.01 to 99.99, as a client would write it.
+        for cents in 1..10_000u64 {
+            let price: f64 = format!("{}.{:02}", cents / 100, cents % 100)
+                .parse()
+                .unwrap();
+            assert_eq!(to_cents(price), Some(cents), "{price}");
+        }
+    }
+
+    #[test]
+    fn invalid_prices_have_no_cents() {
+        for price in [0.0, -1.0, 0.001, 1_000_000.0, f64::NAN] {
+            assert_eq!(to_cents(price), None, "{price}");
         }
     }
 
