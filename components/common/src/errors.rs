@@ -102,6 +102,21 @@ impl ApiError {
     }
 }
 
+/// For logs: the cause of an internal error, else the messages the client sees.
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Self::Internal(cause) = self {
+            return write!(f, "{cause:#}");
+        }
+        let messages: Vec<String> = self
+            .field_errors()
+            .into_iter()
+            .map(|error| error.message)
+            .collect();
+        write!(f, "{}", messages.join("; "))
+    }
+}
+
 /// Lets `?` turn any unexpected failure (store, serialization, ...) into a 500.
 impl From<anyhow::Error> for ApiError {
     fn from(cause: anyhow::Error) -> Self {
@@ -165,6 +180,21 @@ mod tests {
         assert_eq!(
             body_json(&error),
             json!({"errors": [{"message": "Something went wrong"}]})
+        );
+    }
+
+    #[test]
+    fn errors_display_their_cause_or_messages() {
+        let internal = ApiError::from(anyhow::anyhow!("redis connection refused"));
+        assert_eq!(internal.to_string(), "redis connection refused");
+        assert_eq!(ApiError::NotFound.to_string(), "Not Found");
+        let validation = ApiError::Validation(vec![
+            FieldError::new("token", "Token must be provided"),
+            FieldError::new("orderId", "OrderId must be provided"),
+        ]);
+        assert_eq!(
+            validation.to_string(),
+            "Token must be provided; OrderId must be provided"
         );
     }
 

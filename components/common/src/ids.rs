@@ -23,13 +23,22 @@ pub fn new_id() -> Result<String, ApiError> {
     Ok(format_id(seconds as u32, random))
 }
 
+/// `bytes` random bytes as lowercase hex digits, e.g. for connection ids and test charges.
+pub fn random_hex(bytes: usize) -> Result<String, ApiError> {
+    let mut random = vec![0u8; bytes];
+    getrandom::getrandom(&mut random).context("reading random bytes")?;
+    Ok(to_hex(&random))
+}
+
+fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
 /// The id made of a timestamp and random bytes.
 pub fn format_id(unix_seconds: u32, random: [u8; 8]) -> String {
-    let mut id = String::with_capacity(ID_LEN);
-    for byte in unix_seconds.to_be_bytes().iter().chain(random.iter()) {
-        id.push_str(&format!("{byte:02x}"));
-    }
-    id
+    let mut bytes = unix_seconds.to_be_bytes().to_vec();
+    bytes.extend_from_slice(&random);
+    to_hex(&bytes)
 }
 
 /// Whether `text` is in the id format; anything else can never name an entity (404).
@@ -64,6 +73,16 @@ mod tests {
         let b = new_id().unwrap();
         assert!(is_valid_id(&a) && is_valid_id(&b));
         assert_ne!(a, b);
+    }
+
+    #[test]
+    fn random_hex_has_two_digits_per_byte() {
+        let hex = random_hex(8).unwrap();
+        assert_eq!(hex.len(), 16);
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
+        assert_ne!(hex, random_hex(8).unwrap());
     }
 
     #[test]

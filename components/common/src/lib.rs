@@ -1,6 +1,7 @@
 //! Shared guest code of the ticketing services (the counterpart of the original app's
 //! `common` package): the error envelope, HTTP plumbing, sessions, configuration, ids,
-//! validation rules, prices and the key-value store wrapper.
+//! validation rules, prices, the key-value store wrapper, the events and their publishing,
+//! and receiving events (the listener export).
 //!
 //! Everything that is pure logic is kept apart from the calls into the Spin host so that it
 //! can be unit-tested natively (`cargo test -p ticketing-common`); host imports only work
@@ -9,8 +10,10 @@
 pub mod auth;
 pub mod config;
 pub mod errors;
+pub mod events;
 pub mod http;
 pub mod ids;
+pub mod listener;
 pub mod price;
 pub mod store;
 pub mod validation;
