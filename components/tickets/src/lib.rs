@@ -1,6 +1,8 @@
-//! The tickets service: create, list, show and edit tickets under `/api/tickets`.
+//! The tickets service: create, list, show and edit tickets under `/api/tickets`, and keep
+//! each ticket's reservation in step with the orders' events (see `listeners`).
 //! Tickets live in the key-value store labelled `tickets` (see `ticket`).
 
+mod listeners;
 mod routes;
 mod ticket;
 
@@ -10,6 +12,8 @@ use ticketing_common::{
     http::{path_segments, read_request, respond},
     ApiError,
 };
+
+ticketing_common::export_listener!(listeners::on_event);
 
 #[http_component]
 async fn handle_tickets(incoming: IncomingRequest) -> Response {

@@ -2,11 +2,15 @@
 //!
 //! - `ticket:<id>` → the ticket JSON, exactly as the API shows it
 //! - `ticket-ids` → the ids of all tickets, oldest first (append-only index for listing)
+//! - `cancelled-order:<orderId>` → the id of the order's ticket: orders known to be
+//!   cancelled, so that an `order.created` delivered after its `order.cancelled` does not
+//!   reserve the ticket again
 
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
+    events::{TicketCreated, TicketUpdated},
     ids::{is_valid_id, new_id},
-    store::Store,
+    store::{Store, Updated},
     ApiError,
 };
 
@@ -27,6 +31,51 @@ pub struct Ticket {
     /// The order that reserves the ticket; absent while the ticket is for sale.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub order_id: Option<String>,
+}
+
+impl Ticket {
+    /// The `ticket.created` event of a new ticket.
+    pub fn created_event(&self) -> TicketCreated {
+        TicketCreated {
+            id: self.id.clone(),
+            version: self.version,
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id.clone(),
+        }
+    }
+
+    /// The `ticket.updated` event of the ticket as it is now.
+    pub fn updated_event(&self) -> TicketUpdated {
+        TicketUpdated {
+            id: self.id.clone(),
+            version: self.version,
+            title: self.title.clone(),
+            price: self.price,
+            user_id: self.user_id.clone(),
+            order_id: self.order_id.clone(),
+        }
+    }
+
+    /// The ticket reserved by `order_id`, one version later; `None` when that order already
+    /// reserves it (a redelivered `order.created`).
+    pub fn reserved_by(&self, order_id: &str) -> Option<Ticket> {
+        (self.order_id.as_deref() != Some(order_id)).then(|| Ticket {
+            order_id: Some(order_id.to_owned()),
+            version: self.version + 1,
+            ..self.clone()
+        })
+    }
+
+    /// The ticket released by `order_id`, one version later; `None` unless that very order
+    /// reserves it (a later order's reservation stands).
+    pub fn released_by(&self, order_id: &str) -> Option<Ticket> {
+        (self.order_id.as_deref() == Some(order_id)).then(|| Ticket {
+            order_id: None,
+            version: self.version + 1,
+            ..self.clone()
+        })
+    }
 }
 
 /// The tickets in the store.
@@ -54,6 +103,11 @@ impl Tickets {
         self.store.put(&ticket_key(&ticket.id), &ticket)?;
         self.store.append_to_index(INDEX_KEY, &ticket.id)?;
         Ok(ticket)
+    }
+
+    /// Removes a ticket's record (its id may stay in the index: listing skips it).
+    pub fn delete(&self, id: &str) -> Result<(), ApiError> {
+        self.store.delete(&ticket_key(id))
     }
 
     /// The ticket with this id; an id not in the id format names no ticket.
@@ -87,6 +141,34 @@ impl Tickets {
         }
         self.store.update(&ticket_key(id), change)
     }
+
+    /// Changes a ticket only where `change` says so (see `Store::update_if`).
+    pub fn update_if(
+        &self,
+        id: &str,
+        change: impl FnMut(&Ticket) -> Result<Option<Ticket>, ApiError>,
+    ) -> Result<Updated<Ticket>, ApiError> {
+        if !is_valid_id(id) {
+            return Err(ApiError::NotFound);
+        }
+        self.store.update_if(&ticket_key(id), change)
+    }
+
+    /// Remembers that an order (of this ticket) is cancelled.
+    pub fn mark_order_cancelled(&self, order_id: &str, ticket_id: &str) -> Result<(), ApiError> {
+        self.store.put(&cancelled_order_key(order_id), &ticket_id)
+    }
+
+    pub fn is_order_cancelled(&self, order_id: &str) -> Result<bool, ApiError> {
+        Ok(self
+            .store
+            .get::<String>(&cancelled_order_key(order_id))?
+            .is_some())
+    }
+}
+
+fn cancelled_order_key(order_id: &str) -> String {
+    format!("cancelled-order:{order_id}")
 }
 
 fn ticket_key(id: &str) -> String {
@@ -125,6 +207,47 @@ mod tests {
             serde_json::to_value(ticket(Some("6500000000000000000000aa"))).unwrap()["orderId"],
             "6500000000000000000000aa"
         );
+    }
+
+    #[test]
+    fn an_order_reserves_a_ticket_once() {
+        let reserved = ticket(None)
+            .reserved_by("6500000000000000000000aa")
+            .unwrap();
+        assert_eq!(
+            reserved.order_id.as_deref(),
+            Some("6500000000000000000000aa")
+        );
+        assert_eq!(reserved.version, 4);
+        assert_eq!(reserved.reserved_by("6500000000000000000000aa"), None);
+        // A newer order takes over a reservation whose cancellation has not arrived yet.
+        let taken_over = reserved.reserved_by("6500000000000000000000bb").unwrap();
+        assert_eq!(
+            taken_over.order_id.as_deref(),
+            Some("6500000000000000000000bb")
+        );
+        assert_eq!(taken_over.version, 5);
+    }
+
+    #[test]
+    fn only_the_reserving_order_releases_a_ticket() {
+        let reserved = ticket(Some("6500000000000000000000aa"));
+        assert_eq!(reserved.released_by("6500000000000000000000bb"), None);
+        let released = reserved.released_by("6500000000000000000000aa").unwrap();
+        assert_eq!((released.order_id, released.version), (None, 4));
+        assert_eq!(ticket(None).released_by("6500000000000000000000aa"), None);
+    }
+
+    #[test]
+    fn events_carry_the_ticket_as_it_is() {
+        let reserved = ticket(Some("6500000000000000000000aa"));
+        assert_eq!(
+            serde_json::to_value(reserved.updated_event()).unwrap(),
+            serde_json::to_value(&reserved).unwrap(),
+            "ticket.updated has the ticket's own fields"
+        );
+        let created = serde_json::to_value(ticket(None).created_event()).unwrap();
+        assert_eq!(created, serde_json::to_value(ticket(None)).unwrap());
     }
 
     #[test]
