@@ -8,6 +8,11 @@ use argon2::{
 };
 use ticketing_common::ApiError;
 
+/// The argon2id hash, with the parameters `hash` uses, of a password no one can sign in with
+/// (it is nobody's hash: no user record holds it).
+const NO_ACCOUNT_HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$zX/BNOn/0O5T7GoAmVdy/Q$9Ofi4GEy3QJ57RddNW0gt4IekvRJhsQWJUt2gmLX8B4";
+
 /// Hashes a password with argon2id and the crate's recommended parameters.
 pub fn hash(password: &str) -> Result<String, ApiError> {
     let salt = SaltString::generate(&mut OsRng);
@@ -27,6 +32,13 @@ pub fn verify(password: &str, stored_hash: &str) -> Result<bool, ApiError> {
         .is_ok())
 }
 
+/// Does the work of `verify` for an email that has no account, so that a signin with an
+/// unknown email takes as long as one with a wrong password and the answer time does not
+/// tell which emails are registered.
+pub fn verify_without_account(password: &str) -> Result<(), ApiError> {
+    verify(password, NO_ACCOUNT_HASH).map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,6 +53,20 @@ mod tests {
         assert!(verify("password", &second).unwrap());
         assert!(!verify("Password", &first).unwrap());
         assert!(!verify("", &first).unwrap());
+    }
+
+    #[test]
+    fn the_no_account_hash_costs_what_a_real_hash_costs() {
+        let real = hash("password").unwrap();
+        let real = PasswordHash::new(&real).unwrap();
+        let dummy = PasswordHash::new(NO_ACCOUNT_HASH).unwrap();
+        assert_eq!(dummy.algorithm, real.algorithm);
+        assert_eq!(dummy.version, real.version);
+        assert_eq!(
+            dummy.params, real.params,
+            "same memory, time and parallelism"
+        );
+        assert!(verify_without_account("password").is_ok());
     }
 
     #[test]

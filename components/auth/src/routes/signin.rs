@@ -33,11 +33,13 @@ pub fn signin(req: &Request) -> Result<Response, ApiError> {
     }
     check_fields(errors)?;
 
-    // The same answer for an unknown email and a wrong password: no account probing.
+    // The same answer, after the same work, for an unknown email and a wrong password: no
+    // account probing, not even by timing.
     let invalid_credentials = || ApiError::bad_request("Invalid credentials");
-    let user = Users::open()?
-        .find_by_email(email)?
-        .ok_or_else(invalid_credentials)?;
+    let Some(user) = Users::open()?.find_by_email(email)? else {
+        password::verify_without_account(password)?;
+        return Err(invalid_credentials());
+    };
     if !password::verify(password, &user.password_hash)? {
         return Err(invalid_credentials());
     }
