@@ -1,4 +1,5 @@
 //! Storage behind the capabilities: each backend is a trait with an embedded implementation
 //! (one on-disk file, no server needed) and a server-backed one for running several hosts.
 
+pub mod event_bus;
 pub mod key_value;

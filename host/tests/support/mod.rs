@@ -123,6 +123,50 @@ impl Drop for Redis {
     }
 }
 
+/// A real `nats-server` with JetStream on a free port, its own store dir, killed on drop.
+pub struct Nats {
+    pub port: u16,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Nats {
+    pub fn start() -> Nats {
+        require_binary("nats-server");
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let log = dir.path().join("nats.log");
+        let mut child = Command::new("nats-server")
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+            .arg("-sd")
+            .arg(dir.path().join("jetstream"))
+            .args(["--server_name", "test", "-l"])
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        wait_for_port(port, &mut child, "nats-server", &log);
+        Nats { port, child, dir }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's log so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// Where a host keeps its key-value data.
 #[derive(Clone)]
 pub enum Backend {

@@ -193,7 +193,7 @@ fn absolute(path: &Path) -> anyhow::Result<PathBuf> {
 }
 
 /// `redis://user:secret@host:6379` → `redis://user:***@host:6379`, for messages and logs.
-fn redact_url(url: &str) -> String {
+pub(crate) fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };

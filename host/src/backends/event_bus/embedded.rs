@@ -1,0 +1,665 @@
+//! The embedded event bus: a durable queue in the host's redb state file (the same file as
+//! the embedded key-value stores), with JetStream's consumer semantics.
+//!
+//! Tables (all `queue/...`):
+//! - `consumers`: durable consumer name → its filter subject. Registrations are durable, so
+//!   events published while a consumer is not polling are kept for it.
+//! - `messages`: sequence → (copies still owed, subject, payload). Publishing stores one row
+//!   and a pending copy per matching consumer; the row goes when the last copy is settled.
+//!   Events matching no registered consumer are not stored (a consumer sees the events
+//!   published after its first registration; JetStream would also replay older ones).
+//! - `pending`: (consumer, sequence) → (due time, deliveries so far), with `due`:
+//!   (consumer, due time, sequence) as the index of what is deliverable now, oldest first.
+//!   A delivery moves its due time to now + ack_wait; ack and term delete the copy; nak
+//!   moves the due time to now + delay.
+//! - `dedup` / `dedup_expiry`: message id → publish time, pruned past the duplicate window.
+//! - `meta`: the next sequence number (never reused).
+//!
+//! Every change is one redb transaction committed with `Durability::Immediate` (fsync before
+//! `commit` returns): a published event survives a SIGKILL, and so do delivery counts. When
+//! the bus is opened (once per process), deliveries that were in flight in the previous
+//! process are made deliverable again at once: their handlers died with it.
+//!
+//! Times are wall-clock milliseconds since the Unix epoch, so due times survive restarts.
+//! Consumers wake on publish and nak through a [`Notify`] per consumer name, and otherwise
+//! sleep until their next due time; redb calls run on tokio's blocking pool.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use redb::{
+    Database, ReadableDatabase as _, ReadableTable as _, TableDefinition, WriteTransaction,
+};
+use tokio::sync::Notify;
+
+use super::{subject, Acker, Consumer, ConsumerOptions, Delivery, Event, EventBus, StreamConfig};
+use crate::backends::key_value::EmbeddedState;
+
+/// Durable consumer name → filter subject.
+const CONSUMERS: TableDefinition<&str, &str> = TableDefinition::new("queue/consumers");
+/// Sequence → (copies still owed to consumers, subject, payload).
+const MESSAGES: TableDefinition<u64, (u32, &str, &[u8])> = TableDefinition::new("queue/messages");
+/// (Consumer, sequence) → (due unix ms, deliveries so far).
+const PENDING: TableDefinition<(&str, u64), (u64, u32)> = TableDefinition::new("queue/pending");
+/// (Consumer, due unix ms, sequence): what each consumer may be given, in due order.
+const DUE: TableDefinition<(&str, u64, u64), ()> = TableDefinition::new("queue/due");
+/// Message id → unix ms of its first publish.
+const DEDUP: TableDefinition<&str, u64> = TableDefinition::new("queue/dedup");
+/// (Unix ms, message id): `DEDUP` in time order, for pruning.
+const DEDUP_EXPIRY: TableDefinition<(u64, &str), ()> = TableDefinition::new("queue/dedup_expiry");
+/// Counters: `next_sequence`.
+const META: TableDefinition<&str, u64> = TableDefinition::new("queue/meta");
+
+const NEXT_SEQUENCE: &str = "next_sequence";
+
+/// Expired dedup entries removed per publish: bounded work per publish, and still faster
+/// than any realistic publish rate adds them.
+const DEDUP_PRUNE_BATCH: usize = 64;
+
+/// A waiting consumer re-checks at least this often, as a safety net under the wake-ups.
+const MAX_IDLE_WAIT: Duration = Duration::from_secs(5);
+
+/// The embedded event bus. Cheap to clone; open it once per process (see the module docs).
+#[derive(Clone)]
+pub struct EmbeddedEventBus {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    database: Arc<Database>,
+    stream: StreamConfig,
+    /// One wake-up per consumer name, shared by every handle on that name.
+    wakers: Mutex<HashMap<String, Arc<Notify>>>,
+}
+
+impl Shared {
+    fn waker(&self, consumer: &str) -> Arc<Notify> {
+        let mut wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        wakers.entry(consumer.to_owned()).or_default().clone()
+    }
+
+    fn wake(&self, consumer: &str) {
+        let wakers = self.wakers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waker) = wakers.get(consumer) {
+            waker.notify_waiters();
+        }
+    }
+
+    /// Runs `op` on the blocking pool.
+    async fn blocking<R, F>(self: &Arc<Self>, op: F) -> anyhow::Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Shared) -> anyhow::Result<R> + Send + 'static,
+    {
+        let shared = self.clone();
+        tokio::task::spawn_blocking(move || op(&shared))
+            .await
+            .context("embedded event bus operation panicked")?
+    }
+}
+
+impl EmbeddedEventBus {
+    /// Opens the queue in `state`'s file (creating its tables), and makes the deliveries that
+    /// were in flight when the previous process stopped deliverable again.
+    pub fn open(state: &EmbeddedState, stream: StreamConfig) -> anyhow::Result<Self> {
+        stream.check()?;
+        let database = state.database();
+        let txn = database.begin_write()?;
+        txn.open_table(CONSUMERS)?;
+        txn.open_table(MESSAGES)?;
+        txn.open_table(DEDUP)?;
+        txn.open_table(DEDUP_EXPIRY)?;
+        txn.open_table(META)?;
+        let recovered = release_in_flight(&txn, now_ms())?;
+        txn.commit()?;
+        if recovered > 0 {
+            tracing::info!(
+                deliveries = recovered,
+                "event bus: redelivering events that were in flight when the host stopped"
+            );
+        }
+        Ok(EmbeddedEventBus {
+            shared: Arc::new(Shared {
+                database,
+                stream,
+                wakers: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+}
+
+/// Sets every future due time to `now`: those deliveries' handlers are gone.
+fn release_in_flight(txn: &WriteTransaction, now: u64) -> anyhow::Result<usize> {
+    let mut pending = txn.open_table(PENDING)?;
+    let mut due = txn.open_table(DUE)?;
+    let mut in_flight = Vec::new();
+    for entry in pending.iter()? {
+        let (key, value) = entry?;
+        let (consumer, sequence) = key.value();
+        let (due_ms, delivered) = value.value();
+        if due_ms > now {
+            in_flight.push((consumer.to_owned(), sequence, due_ms, delivered));
+        }
+    }
+    for (consumer, sequence, due_ms, delivered) in &in_flight {
+        due.remove((consumer.as_str(), *due_ms, *sequence))?;
+        due.insert((consumer.as_str(), now, *sequence), ())?;
+        pending.insert((consumer.as_str(), *sequence), (now, *delivered))?;
+    }
+    Ok(in_flight.len())
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+#[async_trait]
+impl EventBus for EmbeddedEventBus {
+    async fn publish(&self, event: Event) -> anyhow::Result<()> {
+        subject::check_subject(&event.subject)?;
+        anyhow::ensure!(
+            self.shared.stream.captures(&event.subject),
+            "subject {:?} is outside the event stream's subjects {:?}",
+            event.subject,
+            self.shared.stream.subjects
+        );
+        let window = millis(self.shared.stream.duplicate_window);
+        let receivers = self
+            .shared
+            .blocking(move |shared| store_event(&shared.database, &event, window))
+            .await?;
+        for consumer in receivers {
+            self.shared.wake(&consumer);
+        }
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        name: &str,
+        subject: &str,
+        options: &ConsumerOptions,
+    ) -> anyhow::Result<Box<dyn Consumer>> {
+        subject::check_name(name).context("consumer name")?;
+        subject::check_filter(subject)?;
+        options.check()?;
+        let (owned_name, filter) = (name.to_owned(), subject.to_owned());
+        self.shared
+            .blocking(move |shared| {
+                let txn = shared.database.begin_write()?;
+                let unchanged = {
+                    let mut consumers = txn.open_table(CONSUMERS)?;
+                    let current = consumers.get(owned_name.as_str())?;
+                    if current.as_ref().map(|value| value.value()) == Some(filter.as_str()) {
+                        true
+                    } else {
+                        drop(current);
+                        consumers.insert(owned_name.as_str(), filter.as_str())?;
+                        false
+                    }
+                };
+                if unchanged {
+                    txn.abort()?;
+                } else {
+                    txn.commit()?;
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(Box::new(EmbeddedConsumer {
+            shared: self.shared.clone(),
+            name: name.into(),
+            options: options.clone(),
+            waker: self.shared.waker(name),
+        }))
+    }
+}
+
+/// Stores `event` for every consumer whose filter matches it, unless its id was seen within
+/// `window_ms`. Returns the consumers that got a copy.
+fn store_event(database: &Database, event: &Event, window_ms: u64) -> anyhow::Result<Vec<String>> {
+    let now = now_ms();
+    let txn = database.begin_write()?;
+    let receivers = {
+        let mut dedup = txn.open_table(DEDUP)?;
+        let mut dedup_expiry = txn.open_table(DEDUP_EXPIRY)?;
+
+        let cutoff = now.saturating_sub(window_ms);
+        let mut expired = Vec::new();
+        for entry in dedup_expiry.range::<(u64, &str)>(..(cutoff, ""))? {
+            let (key, _) = entry?;
+            let (at, id) = key.value();
+            expired.push((at, id.to_owned()));
+            if expired.len() == DEDUP_PRUNE_BATCH {
+                break;
+            }
+        }
+        for (at, id) in &expired {
+            dedup_expiry.remove((*at, id.as_str()))?;
+            dedup.remove(id.as_str())?;
+        }
+
+        if !event.message_id.is_empty() {
+            let seen = dedup.get(event.message_id.as_str())?.map(|at| at.value());
+            if let Some(at) = seen {
+                if now.saturating_sub(at) < window_ms {
+                    // A duplicate: nothing to store. The pruning above can wait for the next
+                    // publish.
+                    drop(dedup);
+                    drop(dedup_expiry);
+                    txn.abort()?;
+                    return Ok(Vec::new());
+                }
+                dedup_expiry.remove((at, event.message_id.as_str()))?;
+            }
+            dedup.insert(event.message_id.as_str(), now)?;
+            dedup_expiry.insert((now, event.message_id.as_str()), ())?;
+        }
+
+        let mut meta = txn.open_table(META)?;
+        let sequence = meta.get(NEXT_SEQUENCE)?.map(|s| s.value()).unwrap_or(1);
+        meta.insert(NEXT_SEQUENCE, sequence + 1)?;
+
+        let consumers = txn.open_table(CONSUMERS)?;
+        let mut receivers = Vec::new();
+        for entry in consumers.iter()? {
+            let (name, filter) = entry?;
+            if subject::matches(filter.value(), &event.subject) {
+                receivers.push(name.value().to_owned());
+            }
+        }
+        if !receivers.is_empty() {
+            let mut pending = txn.open_table(PENDING)?;
+            let mut due = txn.open_table(DUE)?;
+            for consumer in &receivers {
+                pending.insert((consumer.as_str(), sequence), (now, 0))?;
+                due.insert((consumer.as_str(), now, sequence), ())?;
+            }
+            let copies = u32::try_from(receivers.len()).context("too many consumers")?;
+            let mut messages = txn.open_table(MESSAGES)?;
+            messages.insert(
+                sequence,
+                (copies, event.subject.as_str(), event.payload.as_slice()),
+            )?;
+        }
+        receivers
+    };
+    txn.commit()?;
+    Ok(receivers)
+}
+
+/// One handle on a durable consumer.
+struct EmbeddedConsumer {
+    shared: Arc<Shared>,
+    name: Arc<str>,
+    options: ConsumerOptions,
+    waker: Arc<Notify>,
+}
+
+/// What a claim attempt found.
+enum Claim {
+    Delivery {
+        subject: String,
+        payload: Vec<u8>,
+        sequence: u64,
+        delivered: u32,
+    },
+    /// Nothing deliverable now; the earliest due time if anything is pending.
+    Nothing { next_due_ms: Option<u64> },
+}
+
+#[async_trait]
+impl Consumer for EmbeddedConsumer {
+    async fn next(&mut self) -> anyhow::Result<Delivery> {
+        loop {
+            // Registered before looking, so a publish between the look and the wait still
+            // wakes this handle.
+            let notified = self.waker.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+
+            let (name, options) = (self.name.clone(), self.options.clone());
+            let claim = self
+                .shared
+                .blocking(move |shared| claim(&shared.database, &name, &options))
+                .await?;
+            match claim {
+                Claim::Delivery {
+                    subject,
+                    payload,
+                    sequence,
+                    delivered,
+                } => {
+                    let acker = EmbeddedAcker {
+                        shared: self.shared.clone(),
+                        consumer: self.name.clone(),
+                        sequence,
+                        delivered,
+                        max_deliver: self.options.max_deliver,
+                    };
+                    return Ok(Delivery::new(
+                        subject,
+                        payload,
+                        delivered,
+                        sequence,
+                        Box::new(acker),
+                    ));
+                }
+                Claim::Nothing { next_due_ms } => {
+                    let wait = next_due_ms
+                        .map(|due| Duration::from_millis(due.saturating_sub(now_ms())))
+                        .unwrap_or(MAX_IDLE_WAIT)
+                        .min(MAX_IDLE_WAIT);
+                    tokio::select! {
+                        () = &mut notified => {}
+                        () = tokio::time::sleep(wait) => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Claims the oldest deliverable copy for `consumer`: counts the delivery and hides it for
+/// `ack_wait`. Copies already delivered `max_deliver` times are dropped instead.
+fn claim(database: &Database, consumer: &str, options: &ConsumerOptions) -> anyhow::Result<Claim> {
+    let now = now_ms();
+    // A read transaction first: most calls find nothing due, and reads don't queue behind
+    // writers.
+    {
+        let txn = database.begin_read()?;
+        let first_due = match txn.open_table(DUE) {
+            Ok(due) => first_due(&due, consumer)?,
+            Err(redb::TableError::TableDoesNotExist(_)) => None,
+            Err(error) => return Err(error.into()),
+        };
+        match first_due {
+            None => return Ok(Claim::Nothing { next_due_ms: None }),
+            Some((due_ms, _)) if due_ms > now => {
+                return Ok(Claim::Nothing {
+                    next_due_ms: Some(due_ms),
+                })
+            }
+            Some(_) => {}
+        }
+    }
+
+    let txn = database.begin_write()?;
+    let mut changed = false;
+    let outcome = {
+        let mut due = txn.open_table(DUE)?;
+        let mut pending = txn.open_table(PENDING)?;
+        let mut messages = txn.open_table(MESSAGES)?;
+        loop {
+            let Some((due_ms, sequence)) = first_due(&due, consumer)? else {
+                break Claim::Nothing { next_due_ms: None };
+            };
+            if due_ms > now {
+                break Claim::Nothing {
+                    next_due_ms: Some(due_ms),
+                };
+            }
+            changed = true;
+            due.remove((consumer, due_ms, sequence))?;
+            let delivered = pending
+                .get((consumer, sequence))?
+                .map(|value| value.value().1)
+                .unwrap_or(0);
+            if delivered >= options.max_deliver {
+                // Its last delivery expired unacknowledged: give up on it, as JetStream does.
+                pending.remove((consumer, sequence))?;
+                release_copy(&mut messages, sequence)?;
+                continue;
+            }
+            let message = messages.get(sequence)?.map(|value| {
+                let (_, subject, payload) = value.value();
+                (subject.to_owned(), payload.to_vec())
+            });
+            let Some((subject, payload)) = message else {
+                tracing::warn!(
+                    consumer,
+                    sequence,
+                    "event bus: pending copy without its event"
+                );
+                pending.remove((consumer, sequence))?;
+                continue;
+            };
+            let delivered = delivered + 1;
+            let hidden_until = now.saturating_add(millis(options.ack_wait));
+            pending.insert((consumer, sequence), (hidden_until, delivered))?;
+            due.insert((consumer, hidden_until, sequence), ())?;
+            break Claim::Delivery {
+                subject,
+                payload,
+                sequence,
+                delivered,
+            };
+        }
+    };
+    if changed {
+        txn.commit()?;
+    } else {
+        txn.abort()?;
+    }
+    Ok(outcome)
+}
+
+fn first_due(
+    due: &impl redb::ReadableTable<(&'static str, u64, u64), ()>,
+    consumer: &str,
+) -> anyhow::Result<Option<(u64, u64)>> {
+    let mut range = due.range((consumer, 0, 0)..=(consumer, u64::MAX, u64::MAX))?;
+    Ok(match range.next() {
+        Some(entry) => {
+            let (key, _) = entry?;
+            let (_, due_ms, sequence) = key.value();
+            Some((due_ms, sequence))
+        }
+        None => None,
+    })
+}
+
+/// One copy of event `sequence` is settled: the event goes when no copy is owed any more.
+fn release_copy(
+    messages: &mut redb::Table<u64, (u32, &'static str, &'static [u8])>,
+    sequence: u64,
+) -> anyhow::Result<()> {
+    let remaining = messages.get(sequence)?.map(|value| value.value().0);
+    match remaining {
+        Some(copies) if copies > 1 => {
+            let (subject, payload) = {
+                let value = messages.get(sequence)?.context("event vanished")?;
+                let (_, subject, payload) = value.value();
+                (subject.to_owned(), payload.to_vec())
+            };
+            messages.insert(sequence, (copies - 1, subject.as_str(), payload.as_slice()))?;
+        }
+        Some(_) => {
+            messages.remove(sequence)?;
+        }
+        None => {}
+    }
+    Ok(())
+}
+
+/// Settles one delivery of the embedded bus.
+struct EmbeddedAcker {
+    shared: Arc<Shared>,
+    consumer: Arc<str>,
+    sequence: u64,
+    /// The delivery count this handle was given: a nak from an older delivery of a copy that
+    /// was delivered again since is ignored.
+    delivered: u32,
+    max_deliver: u32,
+}
+
+impl EmbeddedAcker {
+    /// Removes the copy (ack and term), or for a nak moves its due time.
+    async fn settle(self: Box<Self>, nak_delay: Option<Duration>) -> anyhow::Result<()> {
+        let consumer = self.consumer.clone();
+        let (sequence, delivered, max_deliver) = (self.sequence, self.delivered, self.max_deliver);
+        let redeliver = self
+            .shared
+            .blocking(move |shared| {
+                let now = now_ms();
+                let txn = shared.database.begin_write()?;
+                let outcome = {
+                    let mut pending = txn.open_table(PENDING)?;
+                    let mut due = txn.open_table(DUE)?;
+                    let current = pending
+                        .get((&*consumer, sequence))?
+                        .map(|value| value.value());
+                    match (current, nak_delay) {
+                        // Already settled (e.g. acknowledged by an earlier delivery's handler).
+                        (None, _) => None,
+                        // A stale nak: the copy was delivered again since.
+                        (Some((_, count)), Some(_)) if count != delivered => None,
+                        (Some((due_ms, count)), Some(delay)) if count < max_deliver => {
+                            let due_again = now.saturating_add(millis(delay));
+                            due.remove((&*consumer, due_ms, sequence))?;
+                            due.insert((&*consumer, due_again, sequence), ())?;
+                            pending.insert((&*consumer, sequence), (due_again, count))?;
+                            Some(true)
+                        }
+                        // Ack, term, or a nak of the last allowed delivery.
+                        (Some((due_ms, _)), _) => {
+                            due.remove((&*consumer, due_ms, sequence))?;
+                            pending.remove((&*consumer, sequence))?;
+                            let mut messages = txn.open_table(MESSAGES)?;
+                            release_copy(&mut messages, sequence)?;
+                            Some(false)
+                        }
+                    }
+                };
+                match outcome {
+                    Some(redeliver) => {
+                        txn.commit()?;
+                        Ok(redeliver)
+                    }
+                    None => {
+                        txn.abort()?;
+                        Ok(false)
+                    }
+                }
+            })
+            .await?;
+        if redeliver {
+            self.shared.wake(&self.consumer);
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Acker for EmbeddedAcker {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+        self.settle(None).await
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> anyhow::Result<()> {
+        self.settle(Some(delay)).await
+    }
+
+    async fn term(self: Box<Self>) -> anyhow::Result<()> {
+        self.settle(None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ConsumerOptions {
+        ConsumerOptions {
+            max_deliver: 3,
+            ack_wait: Duration::from_secs(30),
+        }
+    }
+
+    fn event(subject: &str, id: &str) -> Event {
+        Event {
+            subject: subject.to_owned(),
+            payload: id.as_bytes().to_vec(),
+            message_id: id.to_owned(),
+        }
+    }
+
+    fn count(database: &Database, table: TableDefinition<u64, (u32, &str, &[u8])>) -> u64 {
+        use redb::ReadableTableMetadata as _;
+        let txn = database.begin_read().unwrap();
+        txn.open_table(table).unwrap().len().unwrap()
+    }
+
+    #[tokio::test]
+    async fn settled_events_are_removed_from_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
+        let bus = EmbeddedEventBus::open(&state, StreamConfig::default()).unwrap();
+        let mut first = bus
+            .consume("first", "ticketing.*", &options())
+            .await
+            .unwrap();
+        let mut second = bus
+            .consume("second", "ticketing.a", &options())
+            .await
+            .unwrap();
+
+        bus.publish(event("ticketing.a", "1")).await.unwrap();
+        bus.publish(event("ticketing.b", "2")).await.unwrap();
+        // Nobody listens to other subjects inside the stream: not stored at all.
+        bus.publish(event("ticketing.none.x", "3")).await.unwrap();
+        assert_eq!(count(&state.database(), MESSAGES), 3 - 1);
+
+        first.next().await.unwrap().ack().await.unwrap();
+        // `ticketing.a` is still owed to `second`.
+        assert_eq!(count(&state.database(), MESSAGES), 2);
+        second.next().await.unwrap().term().await.unwrap();
+        assert_eq!(count(&state.database(), MESSAGES), 1);
+        first.next().await.unwrap().ack().await.unwrap();
+        assert_eq!(count(&state.database(), MESSAGES), 0);
+    }
+
+    #[tokio::test]
+    async fn publishing_outside_the_stream_or_with_wildcards_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
+        let bus = EmbeddedEventBus::open(&state, StreamConfig::default()).unwrap();
+        assert!(bus.publish(event("other.a", "1")).await.is_err());
+        assert!(bus.publish(event("ticketing.*", "2")).await.is_err());
+        assert!(bus.consume("a.b", "ticketing.>", &options()).await.is_err());
+        assert!(bus
+            .consume("ok", "ticketing.>.x", &options())
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn a_stale_nak_does_not_move_a_newer_delivery() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
+        let bus = EmbeddedEventBus::open(&state, StreamConfig::default()).unwrap();
+        let short = ConsumerOptions {
+            max_deliver: 5,
+            ack_wait: Duration::from_millis(100),
+        };
+        let mut consumer = bus.consume("c", "ticketing.>", &short).await.unwrap();
+        bus.publish(event("ticketing.a", "1")).await.unwrap();
+        let first = consumer.next().await.unwrap();
+        // Not settled within ack_wait: delivered again.
+        let second = consumer.next().await.unwrap();
+        assert_eq!((first.delivered, second.delivered), (1, 2));
+        first.nak(Duration::ZERO).await.unwrap();
+        second.ack().await.unwrap();
+        assert_eq!(count(&state.database(), MESSAGES), 0);
+    }
+}

@@ -1,0 +1,223 @@
+//! The event bus: durable, at-least-once delivery of events to named durable consumers.
+//!
+//! [`EventBus`] is what the rest of the host uses (MQTT publishing from guests, the timers,
+//! the NATS trigger). Two implementations with the same semantics:
+//! - [`NatsEventBus`]: a NATS JetStream stream and durable pull consumers, for several host
+//!   replicas sharing one server (each message of a durable consumer goes to one replica);
+//! - [`EmbeddedEventBus`]: a durable queue inside the host's embedded state file, for running
+//!   with no server at all.
+//!
+//! Semantics both keep: `publish` returns once the event is stored; a repeated `message_id`
+//! within the duplicate window is dropped; each durable consumer gets every matching event
+//! (NATS subject rules, see [`subject`]); a delivery not acknowledged within `ack_wait` is
+//! delivered again, at most `max_deliver` times in all; `nak(delay)` asks for redelivery after
+//! `delay`; `term` drops it; the delivery count is reported with each delivery.
+
+mod embedded;
+mod nats;
+pub mod subject;
+
+pub use self::embedded::EmbeddedEventBus;
+pub use self::nats::NatsEventBus;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+
+use super::key_value::EmbeddedState;
+
+/// One event to publish.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// A NATS subject without wildcards, e.g. `ticketing.order.created`.
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// Deduplication id (`Nats-Msg-Id`): a repeat within the duplicate window is dropped.
+    /// Empty means "no deduplication".
+    pub message_id: String,
+}
+
+#[async_trait]
+pub trait EventBus: Send + Sync {
+    /// Durably appends the event; returns once it is stored (JetStream PubAck / committed to
+    /// disk). A repeated `message_id` within the duplicate window is dropped and still
+    /// returns `Ok`.
+    async fn publish(&self, event: Event) -> anyhow::Result<()>;
+
+    /// Opens (creating if missing) the durable consumer `name` receiving `subject` (which may
+    /// use the `*` and `>` wildcards). Several handles on one name share its deliveries: each
+    /// event goes to one of them.
+    async fn consume(
+        &self,
+        name: &str,
+        subject: &str,
+        options: &ConsumerOptions,
+    ) -> anyhow::Result<Box<dyn Consumer>>;
+}
+
+/// Redelivery settings of a durable consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// Deliveries of one event in all (the first included); at least 1. After the last one
+    /// expires or is nak'ed, the event is not delivered to this consumer again.
+    pub max_deliver: u32,
+    /// How long a delivery may stay unacknowledged before it is delivered again.
+    pub ack_wait: Duration,
+}
+
+impl ConsumerOptions {
+    fn check(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(self.max_deliver >= 1, "max_deliver must be at least 1");
+        anyhow::ensure!(!self.ack_wait.is_zero(), "ack_wait must be more than zero");
+        Ok(())
+    }
+}
+
+/// One durable consumer's stream of deliveries.
+#[async_trait]
+pub trait Consumer: Send {
+    /// Waits for the next delivery. An error may be transient (e.g. a lost connection):
+    /// callers log it, wait and call `next` again (or open the consumer again).
+    async fn next(&mut self) -> anyhow::Result<Delivery>;
+}
+
+/// One delivery of one event to one consumer. Settle it with exactly one of
+/// [`ack`](Self::ack), [`nak`](Self::nak) or [`term`](Self::term); dropping it unsettled
+/// means it is delivered again after `ack_wait`.
+pub struct Delivery {
+    pub subject: String,
+    pub payload: Vec<u8>,
+    /// 1 for the first delivery, 2 for the first redelivery, ...
+    pub delivered: u32,
+    /// The event's position in the stream: unique per stored event, the same for every
+    /// delivery of it (used to derive ids such as the dead-letter message id).
+    pub sequence: u64,
+    acker: Box<dyn Acker>,
+}
+
+/// How a backend settles one delivery.
+#[async_trait]
+pub trait Acker: Send {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()>;
+    async fn nak(self: Box<Self>, delay: Duration) -> anyhow::Result<()>;
+    async fn term(self: Box<Self>) -> anyhow::Result<()>;
+}
+
+impl Delivery {
+    pub fn new(
+        subject: String,
+        payload: Vec<u8>,
+        delivered: u32,
+        sequence: u64,
+        acker: Box<dyn Acker>,
+    ) -> Delivery {
+        Delivery {
+            subject,
+            payload,
+            delivered,
+            sequence,
+            acker,
+        }
+    }
+
+    /// Done: never deliver it again.
+    pub async fn ack(self) -> anyhow::Result<()> {
+        self.acker.ack().await
+    }
+
+    /// Not now: deliver it again after `delay` (unless this was the last allowed delivery).
+    pub async fn nak(self, delay: Duration) -> anyhow::Result<()> {
+        self.acker.nak(delay).await
+    }
+
+    /// Never: stop delivering it, without it counting as handled.
+    pub async fn term(self) -> anyhow::Result<()> {
+        self.acker.term().await
+    }
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Delivery")
+            .field("subject", &self.subject)
+            .field("payload_len", &self.payload.len())
+            .field("delivered", &self.delivered)
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stream that stores events: its name (JetStream only), the subjects it captures and
+/// its duplicate window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamConfig {
+    pub name: String,
+    /// Publishing outside these subjects is an error, on both backends.
+    pub subjects: Vec<String>,
+    pub duplicate_window: Duration,
+}
+
+impl Default for StreamConfig {
+    fn default() -> Self {
+        StreamConfig {
+            name: "TICKETING".to_owned(),
+            subjects: vec!["ticketing.>".to_owned()],
+            duplicate_window: Duration::from_secs(120),
+        }
+    }
+}
+
+impl StreamConfig {
+    fn check(&self) -> anyhow::Result<()> {
+        subject::check_name(&self.name).context("stream name")?;
+        anyhow::ensure!(
+            !self.subjects.is_empty(),
+            "the stream needs at least one subject"
+        );
+        for filter in &self.subjects {
+            subject::check_filter(filter).context("stream subject")?;
+        }
+        Ok(())
+    }
+
+    /// Whether the stream captures `subject`.
+    fn captures(&self, subject: &str) -> bool {
+        self.subjects
+            .iter()
+            .any(|filter| subject::matches(filter, subject))
+    }
+}
+
+/// Opens the host's event bus: JetStream at `nats_url`, or the embedded queue in `embedded`
+/// when the URL is empty. A NATS server is connected to here, so an unreachable one fails
+/// start-up with an error naming it.
+pub async fn open(
+    nats_url: &str,
+    stream: &StreamConfig,
+    embedded: &EmbeddedState,
+) -> anyhow::Result<Arc<dyn EventBus>> {
+    if nats_url.is_empty() {
+        let bus = EmbeddedEventBus::open(embedded, stream.clone())?;
+        tracing::info!(
+            file = %embedded.path().display(),
+            subjects = ?stream.subjects,
+            "event bus ready: embedded queue"
+        );
+        Ok(Arc::new(bus))
+    } else {
+        let shown_url = super::key_value::redact_url(nats_url);
+        let bus = NatsEventBus::connect(nats_url, stream)
+            .await
+            .with_context(|| format!("event bus: cannot use NATS JetStream at {shown_url}"))?;
+        tracing::info!(
+            url = %shown_url,
+            stream = %stream.name,
+            subjects = ?stream.subjects,
+            "event bus ready: NATS JetStream"
+        );
+        Ok(Arc::new(bus))
+    }
+}

@@ -1,0 +1,208 @@
+//! The JetStream event bus: one file-backed stream for every event subject, one durable pull
+//! consumer per consumer name.
+//!
+//! Durable consumers live in the server, so every host replica that opens the same name
+//! shares its deliveries (each message goes to one replica) and a restarted host picks up
+//! where the previous one left off: what it had not acknowledged is redelivered after
+//! `ack_wait`. Deduplication is JetStream's own (`Nats-Msg-Id` and the stream's duplicate
+//! window).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, consumer, stream, AckKind};
+use async_trait::async_trait;
+use futures_util::StreamExt as _;
+
+use super::{subject, Acker, Consumer, ConsumerOptions, Delivery, Event, EventBus, StreamConfig};
+
+/// Messages a consumer handle asks the server for at once. Small, because pulled messages
+/// are already on the clock (`ack_wait`) and sit in this replica while other replicas may be
+/// idle.
+const PULL_BATCH: usize = 4;
+
+/// How long connecting to the server may take at start-up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The JetStream event bus.
+#[derive(Clone)]
+pub struct NatsEventBus {
+    client: async_nats::Client,
+    jetstream: jetstream::Context,
+    stream: stream::Stream,
+}
+
+impl NatsEventBus {
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) and gets or creates the stream.
+    ///
+    /// An existing stream is used as it is (operators may have tuned its limits or
+    /// replicas); if it does not capture all of `config.subjects`, publishing to the missing
+    /// ones fails, so that is logged at start-up.
+    pub async fn connect(url: &str, config: &StreamConfig) -> anyhow::Result<Self> {
+        config.check()?;
+        let client = async_nats::ConnectOptions::new()
+            .name("ticketing-host")
+            .connection_timeout(CONNECT_TIMEOUT)
+            .connect(url)
+            .await
+            .context("cannot connect")?;
+        let jetstream = jetstream::new(client.clone());
+        let mut stream = jetstream
+            .get_or_create_stream(stream::Config {
+                name: config.name.clone(),
+                subjects: config.subjects.clone(),
+                storage: stream::StorageType::File,
+                duplicate_window: config.duplicate_window,
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("getting or creating stream {}", config.name))?;
+        let existing = &stream
+            .info()
+            .await
+            .context("reading the stream's info")?
+            .config
+            .subjects;
+        for wanted in &config.subjects {
+            if !existing.contains(wanted) {
+                tracing::warn!(
+                    stream = %config.name,
+                    subjects = ?existing,
+                    "the existing stream does not list subject {wanted:?}; events on it may \
+                     not be stored"
+                );
+            }
+        }
+        Ok(NatsEventBus {
+            client,
+            jetstream,
+            stream,
+        })
+    }
+
+    /// The underlying client (e.g. to flush before shutdown).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+}
+
+#[async_trait]
+impl EventBus for NatsEventBus {
+    async fn publish(&self, event: Event) -> anyhow::Result<()> {
+        subject::check_subject(&event.subject)?;
+        let mut message = jetstream::message::PublishMessage::build().payload(event.payload.into());
+        if !event.message_id.is_empty() {
+            message = message.message_id(&event.message_id);
+        }
+        let subject = event.subject;
+        // The first await sends; the second waits for the stream's PubAck (stored, or
+        // recognised as a duplicate).
+        let stored = self
+            .jetstream
+            .send_publish(subject.clone(), message)
+            .await
+            .with_context(|| format!("publishing to {subject}"))?;
+        stored
+            .await
+            .with_context(|| format!("publishing to {subject}: not stored"))?;
+        Ok(())
+    }
+
+    async fn consume(
+        &self,
+        name: &str,
+        subject: &str,
+        options: &ConsumerOptions,
+    ) -> anyhow::Result<Box<dyn Consumer>> {
+        subject::check_name(name).context("consumer name")?;
+        subject::check_filter(subject)?;
+        options.check()?;
+        // Create or update: a changed ack_wait or max_deliver in the config takes effect.
+        let consumer = self
+            .stream
+            .create_consumer(consumer::pull::Config {
+                durable_name: Some(name.to_owned()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: options.ack_wait,
+                max_deliver: i64::from(options.max_deliver),
+                filter_subject: subject.to_owned(),
+                ..Default::default()
+            })
+            .await
+            .with_context(|| format!("creating durable consumer {name} on {subject}"))?;
+        let messages = pull(&consumer).await?;
+        Ok(Box::new(NatsConsumer { consumer, messages }))
+    }
+}
+
+async fn pull(consumer: &consumer::PullConsumer) -> anyhow::Result<consumer::pull::Stream> {
+    consumer
+        .stream()
+        .max_messages_per_batch(PULL_BATCH)
+        .messages()
+        .await
+        .context("pulling messages")
+}
+
+struct NatsConsumer {
+    consumer: consumer::PullConsumer,
+    messages: consumer::pull::Stream,
+}
+
+#[async_trait]
+impl Consumer for NatsConsumer {
+    async fn next(&mut self) -> anyhow::Result<Delivery> {
+        loop {
+            match self.messages.next().await {
+                Some(Ok(message)) => {
+                    let info = message.info().map_err(anyhow::Error::from_boxed)?;
+                    let delivered = u32::try_from(info.delivered).unwrap_or(u32::MAX);
+                    let sequence = info.stream_sequence;
+                    return Ok(Delivery::new(
+                        message.subject.to_string(),
+                        message.payload.to_vec(),
+                        delivered,
+                        sequence,
+                        Box::new(NatsAcker(message)),
+                    ));
+                }
+                Some(Err(error)) => {
+                    return Err(error).context("receiving from JetStream");
+                }
+                // The pull stream ended (e.g. after a reconnect): start a new one.
+                None => self.messages = pull(&self.consumer).await?,
+            }
+        }
+    }
+}
+
+struct NatsAcker(jetstream::Message);
+
+#[async_trait]
+impl Acker for NatsAcker {
+    async fn ack(self: Box<Self>) -> anyhow::Result<()> {
+        // Waits for the server to confirm, so an ack that returned Ok is not lost.
+        self.0
+            .double_ack()
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .context("acknowledging")
+    }
+
+    async fn nak(self: Box<Self>, delay: Duration) -> anyhow::Result<()> {
+        let delay = (!delay.is_zero()).then_some(delay);
+        self.0
+            .ack_with(AckKind::Nak(delay))
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .context("nak")
+    }
+
+    async fn term(self: Box<Self>) -> anyhow::Result<()> {
+        self.0
+            .ack_with(AckKind::Term)
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .context("terminating")
+    }
+}
