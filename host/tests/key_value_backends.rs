@@ -321,11 +321,7 @@ mod checks {
 #[tokio::test]
 async fn unreachable_redis_fails_start_up_naming_label_and_url() {
     // A port nothing listens on: bind, note the port, release it.
-    let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::free_port();
     let state_dir = tempfile::tempdir().unwrap();
     let embedded = EmbeddedState::open(state_dir.path().join("state.redb")).unwrap();
     let url = format!("redis://user:hunter2@127.0.0.1:{port}");
