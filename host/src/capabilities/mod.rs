@@ -4,9 +4,11 @@
 //! per-instance context, in the spirit of Spin's "factors".
 
 pub mod key_value;
+pub mod mqtt;
 pub mod variables;
 
 pub use self::key_value::KeyValueCtx;
+pub use self::mqtt::MqttCtx;
 pub use self::variables::VariablesCtx;
 
 use wasmtime::component::{HasSelf, Linker};
