@@ -1,0 +1,78 @@
+//! The events the orders service consumes: ticket copies from the tickets service, order
+//! expirations from the expiration service, payments from the payments service.
+
+use ticketing_common::{
+    events::{Event, ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated},
+    listener::{decode, unknown_event, ListenerError},
+    store::Store,
+    ApiError,
+};
+
+use crate::{
+    cancel,
+    order::{Completion, Orders, StoredOrder, STORE_LABEL},
+    ticket::{TicketCopy, Tickets},
+};
+
+pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
+    let store = Store::open(STORE_LABEL)?;
+    match name {
+        TicketCreated::NAME => ticket_created(&store, decode(payload)?),
+        TicketUpdated::NAME => ticket_updated(&store, decode(payload)?),
+        ExpirationComplete::NAME => expiration_complete(&store, decode(payload)?),
+        PaymentCreated::NAME => payment_created(&store, decode(payload)?),
+        other => Err(unknown_event(other)),
+    }
+}
+
+/// A new ticket: its copy is created (a redelivery finds it and changes nothing).
+fn ticket_created(store: &Store, event: TicketCreated) -> Result<(), ListenerError> {
+    Ok(Tickets::new(store).insert(&TicketCopy::from(event))?)
+}
+
+/// A changed ticket: applied to the copy in version order.
+fn ticket_updated(store: &Store, event: TicketUpdated) -> Result<(), ListenerError> {
+    Tickets::new(store).apply_update(&event)
+}
+
+/// An order's time is up: it is cancelled unless it is complete or cancelled already.
+fn expiration_complete(store: &Store, event: ExpirationComplete) -> Result<(), ListenerError> {
+    match cancel::cancel(store, &event.order_id, |_| Ok(())) {
+        Ok(_) => Ok(()),
+        Err(ApiError::NotFound) => Err(no_such_order(&event.order_id)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// An order was paid: it is complete. A payment for an order cancelled meanwhile leaves it
+/// cancelled (its ticket may be someone else's by now) and is logged for a refund.
+fn payment_created(store: &Store, event: PaymentCreated) -> Result<(), ListenerError> {
+    let orders = Orders::new(store);
+    let outcome = orders.update_if(&event.order_id, |stored| {
+        Ok(match stored.order.completion() {
+            Completion::Complete(order) => Some(StoredOrder {
+                order,
+                event_pending: false,
+            }),
+            Completion::AlreadyComplete | Completion::Cancelled => None,
+        })
+    });
+    match outcome {
+        Ok(now) if now.value.order.completion() == Completion::Cancelled => {
+            eprintln!(
+                "payment {} (charge {}) is for order {}, which was cancelled: refund it",
+                event.id, event.stripe_id, event.order_id
+            );
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(ApiError::NotFound) => Err(no_such_order(&event.order_id)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Orders are saved before their first event, so an event about an unknown order is not
+/// going to become valid.
+fn no_such_order(order_id: &str) -> ListenerError {
+    ListenerError::Never(format!("order {order_id} does not exist"))
+}

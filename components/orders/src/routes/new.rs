@@ -1,0 +1,117 @@
+//! `POST /api/orders`
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use serde::Deserialize;
+use spin_sdk::http::{Request, Response};
+use ticketing_common::{
+    auth, config,
+    errors::check_fields,
+    events,
+    http::{json_body, json_response, optional_field},
+    ids::new_id,
+    store::Store,
+    ApiError, FieldError,
+};
+
+use crate::{
+    cancel,
+    order::{expires_at, Order, Orders, STORE_LABEL},
+    ticket::Tickets,
+};
+
+/// How long an order holds its ticket when `expiration_window_seconds` is not set: 15 min.
+const DEFAULT_EXPIRATION_WINDOW_SECONDS: u64 = 15 * 60;
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NewOrderBody {
+    #[serde(default, deserialize_with = "optional_field")]
+    ticket_id: Option<String>,
+}
+
+/// The ticket id of the body, required and non-blank.
+fn validate(body: &NewOrderBody) -> Result<String, ApiError> {
+    let ticket_id = body.ticket_id.as_deref().unwrap_or_default().trim();
+    let mut errors = Vec::new();
+    if ticket_id.is_empty() {
+        errors.push(FieldError::new("ticketId", "TicketId must be provided"));
+    }
+    check_fields(errors)?;
+    Ok(ticket_id.to_owned())
+}
+
+/// Checks in the contract's order: signed in (401), valid body (400), known ticket (404),
+/// the ticket's reservation won (400 "Ticket is already reserved"). Then publishes
+/// `order.created`; an order whose event cannot be published is withdrawn (500).
+pub fn create(req: &Request) -> Result<Response, ApiError> {
+    let user = auth::require_user(req)?;
+    let ticket_id = validate(&json_body(req)?)?;
+    let store = Store::open(STORE_LABEL)?;
+    let ticket = Tickets::new(&store)
+        .find(&ticket_id)?
+        .ok_or(ApiError::NotFound)?;
+
+    let window = config::variable_or(
+        "expiration_window_seconds",
+        DEFAULT_EXPIRATION_WINDOW_SECONDS,
+    )?;
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_millis();
+    let now_ms = i64::try_from(now_ms).context("the clock is past the year 292 million")?;
+    let order = Order::new(new_id()?, user.id, ticket, expires_at(now_ms, window)?);
+
+    if !Orders::new(&store).place(&order)? {
+        return Err(ApiError::bad_request("Ticket is already reserved"));
+    }
+    if let Err(error) = events::publish(&order.created_event()) {
+        if let Err(cleanup) = cancel::withdraw_unannounced(&store, &order) {
+            eprintln!("withdrawing unpublished order {}: {cleanup}", order.id);
+        }
+        return Err(error);
+    }
+    json_response(201, &order)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ticketing_common::http::parse_json_body;
+
+    fn validate_json(json: &str) -> Result<String, ApiError> {
+        let body: NewOrderBody = parse_json_body(Some("application/json"), json.as_bytes())?;
+        validate(&body)
+    }
+
+    #[test]
+    fn the_ticket_id_is_required() {
+        for json in [
+            r#"{}"#,
+            r#"{"ticketId": ""}"#,
+            r#"{"ticketId": "  "}"#,
+            r#"{"ticketId": 7}"#,
+        ] {
+            match validate_json(json) {
+                Err(ApiError::Validation(errors)) => {
+                    assert_eq!(
+                        errors,
+                        [FieldError::new("ticketId", "TicketId must be provided")]
+                    );
+                }
+                other => panic!("{json}: {other:?}"),
+            }
+        }
+        assert_eq!(
+            validate_json(r#"{"ticketId": "507f1f77bcf86cd799439011"}"#).unwrap(),
+            "507f1f77bcf86cd799439011"
+        );
+        // Any other text is a ticket id to look up (an unknown one is 404, not 400).
+        assert_eq!(
+            validate_json(r#"{"ticketId": "not-an-id"}"#).unwrap(),
+            "not-an-id"
+        );
+    }
+}
