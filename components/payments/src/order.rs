@@ -1,0 +1,144 @@
+//! The payments service's copy of each order, kept from the orders service's events, in the
+//! `payments` store:
+//!
+//! - `order:<id>` → `{id, version, userId, price, status}`
+//!
+//! `order.created` inserts the copy (a redelivery finds it and changes nothing);
+//! `order.cancelled` applies to it by the versioned-apply rule.
+
+use serde::{Deserialize, Serialize};
+use ticketing_common::{
+    events::{OrderCancelled, OrderCreated, OrderStatus},
+    ids::is_valid_id,
+    listener::{apply_in_order, ListenerError, Versioned},
+    store::Store,
+    ApiError,
+};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OrderCopy {
+    pub id: String,
+    pub version: u64,
+    pub user_id: String,
+    #[serde(serialize_with = "ticketing_common::price::serialize")]
+    pub price: f64,
+    pub status: OrderStatus,
+}
+
+impl Versioned for OrderCopy {
+    fn version(&self) -> u64 {
+        self.version
+    }
+
+    fn set_version(&mut self, version: u64) {
+        self.version = version;
+    }
+}
+
+impl From<OrderCreated> for OrderCopy {
+    fn from(event: OrderCreated) -> Self {
+        Self {
+            id: event.id,
+            version: event.version,
+            user_id: event.user_id,
+            price: event.ticket.price,
+            status: event.status,
+        }
+    }
+}
+
+impl OrderCopy {
+    /// Whether the order can still be paid (its payment not yet made aside): a cancelled
+    /// order cannot.
+    pub fn is_payable(&self) -> bool {
+        self.status != OrderStatus::Cancelled
+    }
+
+    /// The copy cancelled (the version is the caller's business).
+    pub fn cancelled(&self) -> OrderCopy {
+        OrderCopy {
+            status: OrderStatus::Cancelled,
+            ..self.clone()
+        }
+    }
+}
+
+/// The order copies in the service's store.
+pub struct Orders<'a> {
+    store: &'a Store,
+}
+
+impl<'a> Orders<'a> {
+    pub fn new(store: &'a Store) -> Self {
+        Self { store }
+    }
+
+    /// The copy of an order; an id not in the id format names no order.
+    pub fn find(&self, id: &str) -> Result<Option<OrderCopy>, ApiError> {
+        if !is_valid_id(id) {
+            return Ok(None);
+        }
+        self.store.get(&order_key(id))
+    }
+
+    /// Stores the copy of a new order unless there is one already.
+    pub fn insert(&self, order: &OrderCopy) -> Result<(), ApiError> {
+        self.store.insert_new(&order_key(&order.id), order)?;
+        Ok(())
+    }
+
+    /// Applies an `order.cancelled` to the copy, in version order.
+    pub fn apply_cancellation(&self, event: &OrderCancelled) -> Result<(), ListenerError> {
+        apply_in_order(
+            self.store,
+            &order_key(&event.id),
+            event.version,
+            |copy: &OrderCopy| copy.cancelled(),
+        )?;
+        Ok(())
+    }
+}
+
+fn order_key(id: &str) -> String {
+    format!("order:{id}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use ticketing_common::events::OrderedTicket;
+
+    fn created() -> OrderCreated {
+        OrderCreated {
+            id: "6500000000000000000000aa".into(),
+            version: 0,
+            status: OrderStatus::Created,
+            user_id: "64f0c0de0123456789abcdef".into(),
+            expires_at: "2026-11-25T12:15:00.000Z".into(),
+            ticket: OrderedTicket {
+                id: "507f1f77bcf86cd799439011".into(),
+                price: 20.1,
+            },
+        }
+    }
+
+    #[test]
+    fn a_copy_keeps_what_a_payment_needs() {
+        assert_eq!(
+            serde_json::to_value(OrderCopy::from(created())).unwrap(),
+            json!({"id": "6500000000000000000000aa", "version": 0,
+                   "userId": "64f0c0de0123456789abcdef", "price": 20.1, "status": "created"})
+        );
+    }
+
+    #[test]
+    fn only_orders_that_are_not_cancelled_are_payable() {
+        let copy = OrderCopy::from(created());
+        assert!(copy.is_payable());
+        let cancelled = copy.cancelled();
+        assert!(!cancelled.is_payable());
+        assert_eq!(cancelled.version, 0, "the versioned apply sets the version");
+    }
+}

@@ -1,0 +1,158 @@
+//! `POST /api/payments`
+
+use serde::Deserialize;
+use spin_sdk::http::{Request, Response};
+use ticketing_common::{
+    auth,
+    errors::check_fields,
+    events,
+    http::{json_body, json_response, optional_field},
+    ids::new_id,
+    store::Store,
+    ApiError, FieldError,
+};
+
+use crate::{
+    order::Orders,
+    payment::{Payment, Payments},
+    stripe::Charger,
+    STORE_LABEL,
+};
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PaymentBody {
+    #[serde(default, deserialize_with = "optional_field")]
+    token: Option<String>,
+    #[serde(default, deserialize_with = "optional_field")]
+    order_id: Option<String>,
+}
+
+/// The card token and the order id of the body, both required and non-blank.
+fn validate(body: &PaymentBody) -> Result<(String, String), ApiError> {
+    let token = body.token.as_deref().unwrap_or_default().trim();
+    let order_id = body.order_id.as_deref().unwrap_or_default().trim();
+    let mut errors = Vec::new();
+    if token.is_empty() {
+        errors.push(FieldError::new("token", "Token must be provided"));
+    }
+    if order_id.is_empty() {
+        errors.push(FieldError::new("orderId", "OrderId must be provided"));
+    }
+    check_fields(errors)?;
+    Ok((token.to_owned(), order_id.to_owned()))
+}
+
+/// Checks in the contract's order: signed in (401), valid body (400), known order (404),
+/// the caller's (401), not cancelled (400), not paid (400). The order's claim is taken
+/// before charging, so of concurrent payments for one order exactly one charges; a failed
+/// charge gives the claim back.
+pub async fn create(req: &Request) -> Result<Response, ApiError> {
+    let charger = Charger::from_config()?;
+    let user = auth::require_user(req)?;
+    let (token, order_id) = validate(&json_body(req)?)?;
+    let store = Store::open(STORE_LABEL)?;
+    let order = Orders::new(&store)
+        .find(&order_id)?
+        .ok_or(ApiError::NotFound)?;
+    if order.user_id != user.id {
+        return Err(ApiError::NotAuthorized);
+    }
+    if !order.is_payable() {
+        return Err(ApiError::bad_request("Cannot pay for a cancelled order"));
+    }
+
+    let payments = Payments::new(&store);
+    if !payments.claim(&order.id)? {
+        republish_payment(&payments, &order.id);
+        return Err(ApiError::bad_request("Order already paid"));
+    }
+    let payment =
+        match charge_and_record(&charger, &payments, order.id.clone(), order.price, &token).await {
+            Ok(payment) => payment,
+            Err(error) => {
+                if let Err(cleanup) = payments.release_claim(&order.id) {
+                    eprintln!(
+                        "releasing the payment claim of order {}: {cleanup}",
+                        order.id
+                    );
+                }
+                return Err(error);
+            }
+        };
+    events::publish(&payment.created_event())?;
+    json_response(201, &serde_json::json!({ "id": payment.id }))
+}
+
+/// Charges the order and stores its payment. On failure the caller gives the claim back; a
+/// charge that went through anyway is found again by its idempotency key on the next try.
+async fn charge_and_record(
+    charger: &Charger,
+    payments: &Payments<'_>,
+    order_id: String,
+    price: f64,
+    token: &str,
+) -> Result<Payment, ApiError> {
+    let stripe_id = charger.charge(&order_id, price, token).await?;
+    let payment = Payment {
+        id: new_id()?,
+        order_id,
+        stripe_id,
+    };
+    payments.record(&payment)?;
+    Ok(payment)
+}
+
+/// A second payment of a paid order re-publishes the first one's `payment.created` (same
+/// content, so the bus drops it as a duplicate): if that publish once failed, the retry
+/// makes up for it. Best effort: the answer is "Order already paid" either way.
+fn republish_payment(payments: &Payments, order_id: &str) {
+    let outcome = payments
+        .of_order(order_id)
+        .and_then(|payment| payment.map_or(Ok(()), |p| events::publish(&p.created_event())));
+    if let Err(error) = outcome {
+        eprintln!("re-publishing the payment of order {order_id}: {error}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ticketing_common::http::parse_json_body;
+
+    fn validate_json(json: &str) -> Result<(String, String), ApiError> {
+        let body: PaymentBody = parse_json_body(Some("application/json"), json.as_bytes())?;
+        validate(&body)
+    }
+
+    fn failed(json: &str) -> Vec<FieldError> {
+        match validate_json(json) {
+            Err(ApiError::Validation(errors)) => errors,
+            other => panic!("{json}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn token_and_order_id_are_required() {
+        assert_eq!(
+            failed("{}"),
+            [
+                FieldError::new("token", "Token must be provided"),
+                FieldError::new("orderId", "OrderId must be provided"),
+            ]
+        );
+        assert_eq!(
+            failed(r#"{"token": " ", "orderId": "6500000000000000000000aa"}"#),
+            [FieldError::new("token", "Token must be provided")]
+        );
+        assert_eq!(
+            failed(r#"{"token": "tok_visa", "orderId": 7}"#),
+            [FieldError::new("orderId", "OrderId must be provided")]
+        );
+        assert_eq!(
+            validate_json(r#"{"token": "tok_visa", "orderId": "6500000000000000000000aa"}"#)
+                .unwrap(),
+            ("tok_visa".to_owned(), "6500000000000000000000aa".to_owned())
+        );
+    }
+}
