@@ -3,3 +3,4 @@
 
 pub mod event_bus;
 pub mod key_value;
+pub mod timers;
