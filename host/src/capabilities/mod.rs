@@ -5,10 +5,12 @@
 
 pub mod key_value;
 pub mod mqtt;
+pub mod scheduler;
 pub mod variables;
 
 pub use self::key_value::KeyValueCtx;
 pub use self::mqtt::MqttCtx;
+pub use self::scheduler::SchedulerCtx;
 pub use self::variables::VariablesCtx;
 
 use wasmtime::component::{HasSelf, Linker};
