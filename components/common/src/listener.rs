@@ -1,5 +1,5 @@
-//! Receiving events: the platform's `ticketing:platform/listener` export, the dispatch of a
-//! message to a service's handler, and the versioned-apply rule every event consumer follows.
+//! Receiving events: the platform's `ticketing:platform/listener` export and the dispatch of
+//! a message to a service's handler (the versioned-apply rule is in `copies`).
 //!
 //! A service writes one function, `fn on_event(name: &str, payload: &[u8]) -> Result<(),
 //! ListenerError>`, matching on the event names it consumes, and exports it with
@@ -12,12 +12,9 @@
 //! imports the scheduler only if it calls it (wit-component drops unused imports), so only
 //! the expiration service does.
 
-use serde::{de::DeserializeOwned, Serialize};
-
 use crate::{
     errors::ApiError,
     events::{self, Event},
-    store::Store,
 };
 
 /// The generated bindings of `ticketing:platform/event-scheduler`.
@@ -133,86 +130,10 @@ macro_rules! export_listener {
     };
 }
 
-/// Where an event stands against a local copy of its entity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VersionOrder {
-    /// The copy is at `version - 1`: apply the event now.
-    Next,
-    /// The copy is at the event's version or later: it was applied before (a redelivery).
-    AlreadyApplied,
-    /// The copy is behind by more than one: an earlier event has not arrived yet.
-    TooEarly,
-}
-
-/// The versioned-apply rule: apply an event only to a copy at `version - 1`.
-pub fn version_order(copy_version: u64, event_version: u64) -> VersionOrder {
-    if copy_version >= event_version {
-        VersionOrder::AlreadyApplied
-    } else if copy_version + 1 == event_version {
-        VersionOrder::Next
-    } else {
-        VersionOrder::TooEarly
-    }
-}
-
-/// A local copy of another service's entity, kept in step by its events.
-pub trait Versioned {
-    fn version(&self) -> u64;
-    fn set_version(&mut self, version: u64);
-}
-
-/// Applies an event at `event_version` to the copy under `key` by the versioned-apply rule:
-/// the copy is changed by `apply` and takes the event's version only when it is at
-/// `event_version - 1` (returns the new copy); an event applied before changes nothing
-/// (`Ok(None)`); an event ahead of the copy, or for a copy not created yet, is `RetryLater`.
-pub fn apply_in_order<T, F>(
-    store: &Store,
-    key: &str,
-    event_version: u64,
-    mut apply: F,
-) -> Result<Option<T>, ListenerError>
-where
-    T: Versioned + Serialize + DeserializeOwned,
-    F: FnMut(&T) -> T,
-{
-    let mut order = VersionOrder::Next;
-    let outcome = store.update_if(key, |copy: &T| {
-        order = version_order(copy.version(), event_version);
-        Ok((order == VersionOrder::Next).then(|| {
-            let mut updated = apply(copy);
-            updated.set_version(event_version);
-            updated
-        }))
-    });
-    match (outcome, order) {
-        (Err(ApiError::NotFound), _) => Err(ListenerError::RetryLater(format!(
-            "{key} is not known yet (version {event_version} waits for its creation)"
-        ))),
-        (Err(error), _) => Err(error.into()),
-        (Ok(updated), _) if updated.written => Ok(Some(updated.value)),
-        (Ok(_), VersionOrder::TooEarly) => Err(ListenerError::RetryLater(format!(
-            "{key} is behind version {} (waits for the events before it)",
-            event_version.saturating_sub(1)
-        ))),
-        (Ok(_), _) => Ok(None),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::events::{ExpirationComplete, OrderCreated, TicketCreated};
-
-    #[test]
-    fn an_event_applies_only_to_the_copy_one_version_behind() {
-        assert_eq!(version_order(0, 1), VersionOrder::Next);
-        assert_eq!(version_order(6, 7), VersionOrder::Next);
-        assert_eq!(version_order(1, 1), VersionOrder::AlreadyApplied);
-        assert_eq!(version_order(5, 1), VersionOrder::AlreadyApplied);
-        assert_eq!(version_order(0, 0), VersionOrder::AlreadyApplied);
-        assert_eq!(version_order(0, 2), VersionOrder::TooEarly);
-        assert_eq!(version_order(3, 9), VersionOrder::TooEarly);
-    }
 
     fn accept(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
         match name {

@@ -11,7 +11,7 @@ use ticketing_common::{
 use crate::{
     cancel,
     order::{Completion, Orders, StoredOrder, STORE_LABEL},
-    ticket::{TicketCopy, Tickets},
+    ticket::{self, TicketCopy},
 };
 
 pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
@@ -27,12 +27,14 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
 
 /// A new ticket: its copy is created (a redelivery finds it and changes nothing).
 fn ticket_created(store: &Store, event: TicketCreated) -> Result<(), ListenerError> {
-    Ok(Tickets::new(store).insert(&TicketCopy::from(event))?)
+    let id = event.id.clone();
+    Ok(ticket::copies(store).insert(&id, &TicketCopy::from(event))?)
 }
 
 /// A changed ticket: applied to the copy in version order.
 fn ticket_updated(store: &Store, event: TicketUpdated) -> Result<(), ListenerError> {
-    Tickets::new(store).apply_update(&event)
+    ticket::copies(store).apply(&event.id, event.version, |copy| copy.updated_by(&event))?;
+    Ok(())
 }
 
 /// An order's time is up: it is cancelled unless it is complete or cancelled already.

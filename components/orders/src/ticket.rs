@@ -8,11 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
+    copies::{Copies, Versioned},
     events::{TicketCreated, TicketUpdated},
-    ids::is_valid_id,
-    listener::{apply_in_order, ListenerError, Versioned},
     store::Store,
-    ApiError,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,44 +54,9 @@ impl TicketCopy {
     }
 }
 
-/// The ticket copies in the service's store.
-pub struct Tickets<'a> {
-    store: &'a Store,
-}
-
-impl<'a> Tickets<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Self { store }
-    }
-
-    /// The copy of a ticket; an id not in the id format names no ticket.
-    pub fn find(&self, id: &str) -> Result<Option<TicketCopy>, ApiError> {
-        if !is_valid_id(id) {
-            return Ok(None);
-        }
-        self.store.get(&ticket_key(id))
-    }
-
-    /// Stores the copy of a new ticket unless there is one already.
-    pub fn insert(&self, ticket: &TicketCopy) -> Result<(), ApiError> {
-        self.store.insert_new(&ticket_key(&ticket.id), ticket)?;
-        Ok(())
-    }
-
-    /// Applies a `ticket.updated` to the copy, in version order.
-    pub fn apply_update(&self, event: &TicketUpdated) -> Result<(), ListenerError> {
-        apply_in_order(
-            self.store,
-            &ticket_key(&event.id),
-            event.version,
-            |copy: &TicketCopy| copy.updated_by(event),
-        )?;
-        Ok(())
-    }
-}
-
-fn ticket_key(id: &str) -> String {
-    format!("ticket:{id}")
+/// The ticket copies in the service's store, under `ticket:<id>`.
+pub fn copies(store: &Store) -> Copies<'_, TicketCopy> {
+    Copies::new(store, "ticket")
 }
 
 #[cfg(test)]

@@ -7,18 +7,23 @@ use ticketing_common::{
 };
 
 use crate::{
-    order::{OrderCopy, Orders},
+    order::{self, OrderCopy},
     STORE_LABEL,
 };
 
 pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
     let store = Store::open(STORE_LABEL)?;
-    let orders = Orders::new(&store);
+    let orders = order::copies(&store);
     match name {
         OrderCreated::NAME => {
-            Ok(orders.insert(&OrderCopy::from(decode::<OrderCreated>(payload)?))?)
+            let order = OrderCopy::from(decode::<OrderCreated>(payload)?);
+            Ok(orders.insert(&order.id, &order)?)
         }
-        OrderCancelled::NAME => orders.apply_cancellation(&decode(payload)?),
+        OrderCancelled::NAME => {
+            let cancelled: OrderCancelled = decode(payload)?;
+            orders.apply(&cancelled.id, cancelled.version, OrderCopy::cancelled)?;
+            Ok(())
+        }
         other => Err(unknown_event(other)),
     }
 }

@@ -8,11 +8,9 @@
 
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
-    events::{OrderCancelled, OrderCreated, OrderStatus},
-    ids::is_valid_id,
-    listener::{apply_in_order, ListenerError, Versioned},
+    copies::{Copies, Versioned},
+    events::{OrderCreated, OrderStatus},
     store::Store,
-    ApiError,
 };
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -64,44 +62,9 @@ impl OrderCopy {
     }
 }
 
-/// The order copies in the service's store.
-pub struct Orders<'a> {
-    store: &'a Store,
-}
-
-impl<'a> Orders<'a> {
-    pub fn new(store: &'a Store) -> Self {
-        Self { store }
-    }
-
-    /// The copy of an order; an id not in the id format names no order.
-    pub fn find(&self, id: &str) -> Result<Option<OrderCopy>, ApiError> {
-        if !is_valid_id(id) {
-            return Ok(None);
-        }
-        self.store.get(&order_key(id))
-    }
-
-    /// Stores the copy of a new order unless there is one already.
-    pub fn insert(&self, order: &OrderCopy) -> Result<(), ApiError> {
-        self.store.insert_new(&order_key(&order.id), order)?;
-        Ok(())
-    }
-
-    /// Applies an `order.cancelled` to the copy, in version order.
-    pub fn apply_cancellation(&self, event: &OrderCancelled) -> Result<(), ListenerError> {
-        apply_in_order(
-            self.store,
-            &order_key(&event.id),
-            event.version,
-            |copy: &OrderCopy| copy.cancelled(),
-        )?;
-        Ok(())
-    }
-}
-
-fn order_key(id: &str) -> String {
-    format!("order:{id}")
+/// The order copies in the service's store, under `order:<id>`.
+pub fn copies(store: &Store) -> Copies<'_, OrderCopy> {
+    Copies::new(store, "order")
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use ticketing_common::{
 use crate::{
     cancel,
     order::{expires_at, Order, Orders, STORE_LABEL},
-    ticket::Tickets,
+    ticket,
 };
 
 /// How long an order holds its ticket when `expiration_window_seconds` is not set: 15 min.
@@ -49,7 +49,7 @@ pub fn create(req: &Request) -> Result<Response, ApiError> {
     let user = auth::require_user(req)?;
     let ticket_id = validate(&json_body(req)?)?;
     let store = Store::open(STORE_LABEL)?;
-    let ticket = Tickets::new(&store)
+    let ticket = ticket::copies(&store)
         .find(&ticket_id)?
         .ok_or(ApiError::NotFound)?;
 

@@ -13,7 +13,7 @@ use ticketing_common::{
 };
 
 use crate::{
-    order::Orders,
+    order,
     payment::{Payment, Payments},
     stripe::Charger,
     STORE_LABEL,
@@ -52,7 +52,7 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
     let user = auth::require_user(req)?;
     let (token, order_id) = validate(&json_body(req)?)?;
     let store = Store::open(STORE_LABEL)?;
-    let order = Orders::new(&store)
+    let order = order::copies(&store)
         .find(&order_id)?
         .ok_or(ApiError::NotFound)?;
     if order.user_id != user.id {
