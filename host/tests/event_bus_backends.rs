@@ -139,7 +139,7 @@ macro_rules! conformance_suite {
                 max_deliver_is_respected,
                 term_stops_delivery,
                 wildcard_filters,
-                publishing_outside_the_stream_fails,
+                publishing_or_consuming_outside_the_stream_fails,
                 events_wait_for_a_consumer_across_a_restart,
                 unacked_deliveries_survive_a_restart,
             );
@@ -485,7 +485,7 @@ mod checks {
         assert_eq!(drain(&mut *everything).await, subjects);
     }
 
-    pub async fn publishing_outside_the_stream_fails(fixture: &mut Fixture) {
+    pub async fn publishing_or_consuming_outside_the_stream_fails(fixture: &mut Fixture) {
         let bus = fixture.bus();
         assert!(bus
             .publish(event("elsewhere.order.created", "x"))
@@ -496,6 +496,12 @@ mod checks {
             .consume("bad.name", "ticketing.>", &long_ack_wait())
             .await
             .is_err());
+        // A filter the stream does not cover could never receive anything.
+        assert!(bus
+            .consume("elsewhere", "elsewhere.>", &long_ack_wait())
+            .await
+            .is_err());
+        assert!(bus.consume("too-wide", ">", &long_ack_wait()).await.is_err());
     }
 
     pub async fn events_wait_for_a_consumer_across_a_restart(fixture: &mut Fixture) {

@@ -192,6 +192,11 @@ impl EventBus for EmbeddedEventBus {
     ) -> anyhow::Result<Box<dyn Consumer>> {
         subject::check_name(name).context("consumer name")?;
         subject::check_filter(subject)?;
+        anyhow::ensure!(
+            self.shared.stream.covers(subject),
+            "consumer {name}: filter {subject:?} is not within the event stream's subjects {:?}",
+            self.shared.stream.subjects
+        );
         options.check()?;
         let (owned_name, filter) = (name.to_owned(), subject.to_owned());
         self.shared

@@ -171,7 +171,8 @@ impl Default for StreamConfig {
 }
 
 impl StreamConfig {
-    fn check(&self) -> anyhow::Result<()> {
+    /// Checks the name and subjects.
+    pub fn check(&self) -> anyhow::Result<()> {
         subject::check_name(&self.name).context("stream name")?;
         anyhow::ensure!(
             !self.subjects.is_empty(),
@@ -183,11 +184,18 @@ impl StreamConfig {
         Ok(())
     }
 
-    /// Whether the stream captures `subject`.
-    fn captures(&self, subject: &str) -> bool {
+    /// Whether the stream captures `subject` (no wildcards).
+    pub fn captures(&self, subject: &str) -> bool {
         self.subjects
             .iter()
             .any(|filter| subject::matches(filter, subject))
+    }
+
+    /// Whether every subject `filter` matches is captured by the stream.
+    pub fn covers(&self, filter: &str) -> bool {
+        self.subjects
+            .iter()
+            .any(|subjects| subject::covers(subjects, filter))
     }
 }
 

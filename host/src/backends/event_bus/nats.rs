@@ -30,6 +30,8 @@ pub struct NatsEventBus {
     client: async_nats::Client,
     jetstream: jetstream::Context,
     stream: stream::Stream,
+    /// The subjects the stream really has (it may predate our config).
+    stream_subjects: StreamConfig,
 }
 
 impl NatsEventBus {
@@ -57,12 +59,13 @@ impl NatsEventBus {
             })
             .await
             .with_context(|| format!("getting or creating stream {}", config.name))?;
-        let existing = &stream
+        let existing = stream
             .info()
             .await
             .context("reading the stream's info")?
             .config
-            .subjects;
+            .subjects
+            .clone();
         for wanted in &config.subjects {
             if !existing.contains(wanted) {
                 tracing::warn!(
@@ -77,6 +80,10 @@ impl NatsEventBus {
             client,
             jetstream,
             stream,
+            stream_subjects: StreamConfig {
+                subjects: existing,
+                ..config.clone()
+            },
         })
     }
 
@@ -116,6 +123,13 @@ impl EventBus for NatsEventBus {
     ) -> anyhow::Result<Box<dyn Consumer>> {
         subject::check_name(name).context("consumer name")?;
         subject::check_filter(subject)?;
+        // The server accepts a filter wider than the stream (e.g. `>`); refuse it like the
+        // embedded bus does, since part of it could never be delivered.
+        anyhow::ensure!(
+            self.stream_subjects.covers(subject),
+            "consumer {name}: filter {subject:?} is not within the event stream's subjects {:?}",
+            self.stream_subjects.subjects
+        );
         options.check()?;
         // Create or update: a changed ack_wait or max_deliver in the config takes effect.
         let consumer = self

@@ -57,6 +57,23 @@ pub fn matches(filter: &str, subject: &str) -> bool {
     }
 }
 
+/// Whether every subject `inner` (a filter) matches is also matched by `outer`: a consumer's
+/// filter must be covered by one of its stream's subjects (JetStream refuses it otherwise).
+pub fn covers(outer: &str, inner: &str) -> bool {
+    let mut outer_tokens = outer.split('.');
+    let mut inner_tokens = inner.split('.');
+    loop {
+        match (outer_tokens.next(), inner_tokens.next()) {
+            (Some(">"), Some(_)) => return true,
+            // `*` covers one token of any kind but `>` (which may stand for several).
+            (Some("*"), Some(token)) if token != ">" => {}
+            (Some(expected), Some(token)) if expected == token => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// A stream or consumer name: non-empty, without `.`, `*`, `>`, path separators or
 /// whitespace (they become tokens of JetStream API subjects and file names).
 pub fn check_name(name: &str) -> anyhow::Result<()> {
@@ -115,6 +132,21 @@ mod tests {
     fn tokens_are_compared_whole() {
         assert!(!matches("ticketing.order", "ticketing.orders"));
         assert!(!matches("ticketing.ord*", "ticketing.order"));
+    }
+
+    #[test]
+    fn filters_covered_by_other_filters() {
+        assert!(covers("ticketing.>", "ticketing.order.created"));
+        assert!(covers("ticketing.>", "ticketing.order.*"));
+        assert!(covers("ticketing.>", "ticketing.>"));
+        assert!(covers("ticketing.*.created", "ticketing.order.created"));
+        assert!(covers("ticketing.*.*", "ticketing.*.created"));
+        assert!(covers(">", "anything.>"));
+        assert!(!covers("ticketing.order.*", "ticketing.>"));
+        assert!(!covers("ticketing.*", "ticketing.>"));
+        assert!(!covers("ticketing.>", "ticketing"));
+        assert!(!covers("ticketing.>", "other.>"));
+        assert!(!covers("ticketing.order.created", "ticketing.order.*"));
     }
 
     #[test]
