@@ -47,8 +47,8 @@ impl From<OrderCreated> for OrderCopy {
 }
 
 impl OrderCopy {
-    /// Whether the order can still be paid (its payment not yet made aside): a cancelled
-    /// order cannot.
+    /// Whether the order's status allows paying it: a cancelled order cannot be paid
+    /// (whether it is paid already is the payment claim's business).
     pub fn is_payable(&self) -> bool {
         self.status != OrderStatus::Cancelled
     }
