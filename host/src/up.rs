@@ -1,7 +1,9 @@
 //! `ticketing up`: everything wired together, in start-up order.
 //!
-//! manifest → (build) → runtime config → state dir → variables → key-value stores → engine +
-//! epoch ticker → components → HTTP trigger → listen → serve until Ctrl-C / SIGTERM.
+//! manifest → (build) → runtime config → state dir → variables → key-value stores → event
+//! bus → engine + epoch ticker → components → NATS trigger (durable consumers opened) → HTTP
+//! trigger → listen → serve until Ctrl-C / SIGTERM, when both triggers stop taking work and
+//! drain together.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,12 +12,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
+use crate::backends::event_bus;
 use crate::backends::key_value::{EmbeddedState, KeyValueStores};
 use crate::engine::{self, AllowedHosts, ComponentConfig, EngineSettings, EpochTicker, Runtime};
 use crate::manifest::{HttpRoute, Manifest};
 use crate::runtime_config::RuntimeConfig;
 use crate::triggers::http::{HttpSettings, HttpTrigger};
+use crate::triggers::nats::{self, NatsRunSettings, NatsTrigger, NatsTriggerConfig};
 use crate::variables::{self, DevSecrets, Template};
 
 /// The embedded state file inside the state dir (key-value stores, later queue and timers).
@@ -77,6 +82,17 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     )
     .await?;
 
+    // `[application.trigger.nats]` configures the event bus itself (NATS or embedded), which
+    // every component may publish to, listening or not.
+    let nats_config = NatsTriggerConfig::from_manifest(&manifest, &app_variables)
+        .with_context(|| format!("{}", manifest.path.display()))?;
+    let bus = event_bus::open(
+        &nats_config.settings.url,
+        &nats_config.settings.stream,
+        &embedded,
+    )
+    .await?;
+
     let max_instance_memory = options
         .max_instance_memory
         .or(runtime_config.max_instance_memory)
@@ -89,18 +105,23 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     };
     let engine = engine::new_engine(&settings)?;
     let _ticker = EpochTicker::start(&engine)?;
-    let mut runtime = Runtime::new(engine, stores, &settings)?;
+    let mut runtime = Runtime::new(engine, stores, bus.clone(), &settings)?;
 
-    // Components that serve a route; other trigger types are not run by this host yet.
+    // Components that serve a route or listen for events; other trigger types are not run by
+    // this host.
     let mut served: Vec<&str> = manifest
         .http_triggers
         .iter()
         .filter(|t| matches!(t.route, HttpRoute::Path(_)))
         .map(|t| t.component.as_str())
+        .chain(nats_config.components())
         .collect();
     served.sort_unstable();
     served.dedup();
     for (trigger_type, entries) in &manifest.other_triggers {
+        if trigger_type == nats::config::TRIGGER_TYPE {
+            continue;
+        }
         tracing::warn!(
             "[[trigger.{trigger_type}]]: this host does not run `{trigger_type}` triggers yet; \
              {} trigger(s) ignored",
@@ -123,6 +144,20 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         runtime.load(id, &source, config)?;
     }
     let runtime = Arc::new(runtime);
+
+    // Consumers are opened before anything is served, so from here on every event is kept
+    // for its listeners.
+    let events = NatsTrigger::new(
+        &nats_config,
+        runtime.clone(),
+        bus.clone(),
+        NatsRunSettings {
+            handler_timeout: options.request_timeout,
+            ..NatsRunSettings::default()
+        },
+    )
+    .with_context(|| format!("{}: [[trigger.nats]]", manifest.path.display()))?;
+    let events = Arc::new(events).start().await?;
 
     let trigger = HttpTrigger::new(
         &manifest.http_triggers,
@@ -151,7 +186,22 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         "Serving http://{address}"
     );
 
-    Arc::new(trigger).serve(listener, shutdown_signal()).await?;
+    // One signal stops both triggers taking work; each then drains within its own grace.
+    let (stop, mut stopping) = watch::channel(false);
+    let events_stopped = tokio::spawn(async move {
+        let _ = stopping.wait_for(|stop| *stop).await;
+        events.shutdown().await;
+    });
+    let served = Arc::new(trigger)
+        .serve(listener, async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await;
+    if let Err(error) = events_stopped.await {
+        tracing::warn!("stopping the NATS trigger failed: {error}");
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -33,8 +33,9 @@ use wasmtime_wasi_http::WasiHttpCtx;
 
 pub use self::outbound_http::{AllowedHosts, OutboundHttp};
 pub use self::state::HostState;
+use crate::backends::event_bus::EventBus;
 use crate::backends::key_value::KeyValueStores;
-use crate::capabilities::{self, KeyValueCtx, VariablesCtx};
+use crate::capabilities::{self, KeyValueCtx, MqttCtx, VariablesCtx};
 
 /// How often the epoch advances; the granularity of deadlines and of guest yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -187,6 +188,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     components: BTreeMap<String, Arc<LoadedComponent>>,
     key_value: Arc<KeyValueStores>,
+    /// Where guests' MQTT publishes go.
+    event_bus: Arc<dyn EventBus>,
     max_instance_memory: usize,
     /// One permit per instance that may exist at once (`--max-instances`), shared by all
     /// triggers, so requests queue here instead of exhausting the instance pool.
@@ -195,10 +198,11 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime with the host's full import surface linked: WASI p2, `wasi:http` and the
-    /// capabilities (key-value, variables).
+    /// capabilities (key-value, variables, MQTT publishing to `event_bus`).
     pub fn new(
         engine: Engine,
         key_value: Arc<KeyValueStores>,
+        event_bus: Arc<dyn EventBus>,
         settings: &EngineSettings,
     ) -> anyhow::Result<Runtime> {
         let mut linker = Linker::new(&engine);
@@ -214,11 +218,14 @@ impl Runtime {
             |state: &mut HostState| &mut state.variables,
         )
         .context("linking the host capabilities")?;
+        capabilities::mqtt::add_to_linker(&mut linker, |state: &mut HostState| &mut state.mqtt)
+            .context("linking fermyon:spin/mqtt")?;
         Ok(Runtime {
             engine,
             linker,
             components: BTreeMap::new(),
             key_value,
+            event_bus,
             max_instance_memory: settings.max_instance_memory,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances.max(1) as usize)),
         })
@@ -294,6 +301,7 @@ impl Runtime {
                 .build(),
             key_value: KeyValueCtx::new(self.key_value.clone(), component.key_value_labels.clone()),
             variables: VariablesCtx::new(component.variables.clone()),
+            mqtt: MqttCtx::new(self.event_bus.clone()),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

@@ -7,7 +7,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::OutboundHttp;
-use crate::capabilities::{KeyValueCtx, VariablesCtx};
+use crate::capabilities::{KeyValueCtx, MqttCtx, VariablesCtx};
 
 pub struct HostState {
     /// WASI: stdout/stderr inherited (component logs show up in the host's output), the
@@ -22,6 +22,8 @@ pub struct HostState {
     pub limits: StoreLimits,
     pub key_value: KeyValueCtx,
     pub variables: VariablesCtx,
+    /// Publishing (`fermyon:spin/mqtt`) onto the event bus.
+    pub mqtt: MqttCtx,
 }
 
 impl WasiView for HostState {

@@ -3,3 +3,4 @@
 //! [`Runtime`](crate::engine::Runtime).
 
 pub mod http;
+pub mod nats;
