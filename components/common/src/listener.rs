@@ -84,26 +84,16 @@ pub fn dispatch(
     }
 }
 
-/// The body of the exported `handle`: dispatches the message under the configured prefix
-/// and logs every message that is not acknowledged.
+/// The body of the exported `handle`: dispatches the message under the configured prefix.
+/// The trigger logs every message that is not acknowledged, with the reason given here.
 pub fn handle(
     message: Message,
     on_event: impl FnOnce(&str, &[u8]) -> Result<(), ListenerError>,
 ) -> Result<(), DeliveryError> {
-    let outcome = events::events_prefix()
+    events::events_prefix()
         .map_err(ListenerError::from)
-        .and_then(|prefix| dispatch(&prefix, &message.subject, &message.payload, on_event));
-    if let Err(error) = &outcome {
-        let (verdict, reason) = match error {
-            ListenerError::RetryLater(reason) => ("retry later", reason),
-            ListenerError::Never(reason) => ("never", reason),
-        };
-        eprintln!(
-            "event {} (delivery {}): {verdict}: {reason}",
-            message.subject, message.delivery
-        );
-    }
-    outcome.map_err(DeliveryError::from)
+        .and_then(|prefix| dispatch(&prefix, &message.subject, &message.payload, on_event))
+        .map_err(DeliveryError::from)
 }
 
 /// Exports a service's event handler as the component's `ticketing:platform/listener`:
