@@ -1,9 +1,9 @@
 //! `ticketing up`: everything wired together, in start-up order.
 //!
 //! manifest → (build) → runtime config → state dir → variables → key-value stores → event
-//! bus → engine + epoch ticker → components → NATS trigger (durable consumers opened) → HTTP
-//! trigger → listen → serve until Ctrl-C / SIGTERM, when both triggers stop taking work and
-//! drain together.
+//! bus + timer store → engine + epoch ticker → components → NATS trigger (durable consumers
+//! opened) → timer driver → HTTP trigger → listen → serve until Ctrl-C / SIGTERM, when both
+//! triggers stop taking work and drain together, then the timer driver stops.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::backends::event_bus;
 use crate::backends::key_value::{EmbeddedState, KeyValueStores};
+use crate::backends::timers::{self, TimerDriver, TimerDriverSettings};
 use crate::engine::{self, AllowedHosts, ComponentConfig, EngineSettings, EpochTicker, Runtime};
 use crate::manifest::{HttpRoute, Manifest};
 use crate::runtime_config::RuntimeConfig;
@@ -92,6 +93,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         &embedded,
     )
     .await?;
+    let timer_store = timers::open_timer_store(&nats_config.settings.timers_url, &embedded).await?;
+    let timer_wake = Arc::new(Notify::new());
 
     let max_instance_memory = options
         .max_instance_memory
@@ -105,7 +108,14 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     };
     let engine = engine::new_engine(&settings)?;
     let _ticker = EpochTicker::start(&engine)?;
-    let mut runtime = Runtime::new(engine, stores, bus.clone(), &settings)?;
+    let mut runtime = Runtime::new(
+        engine,
+        stores,
+        bus.clone(),
+        timer_store.clone(),
+        timer_wake.clone(),
+        &settings,
+    )?;
 
     // Components that serve a route or listen for events; other trigger types are not run by
     // this host.
@@ -158,6 +168,13 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     )
     .with_context(|| format!("{}: [[trigger.nats]]", manifest.path.display()))?;
     let events = Arc::new(events).start().await?;
+    // Timers fire onto the bus only now that every listener's consumer exists.
+    let timer_driver = TimerDriver::start(
+        timer_store,
+        bus.clone(),
+        timer_wake,
+        TimerDriverSettings::default(),
+    );
 
     let trigger = HttpTrigger::new(
         &manifest.http_triggers,
@@ -201,6 +218,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     if let Err(error) = events_stopped.await {
         tracing::warn!("stopping the NATS trigger failed: {error}");
     }
+    timer_driver.stop().await;
     served?;
     tracing::info!("stopped");
     Ok(())

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
     Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
@@ -35,7 +35,8 @@ pub use self::outbound_http::{AllowedHosts, OutboundHttp};
 pub use self::state::HostState;
 use crate::backends::event_bus::EventBus;
 use crate::backends::key_value::KeyValueStores;
-use crate::capabilities::{self, KeyValueCtx, MqttCtx, VariablesCtx};
+use crate::backends::timers::TimerStore;
+use crate::capabilities::{self, KeyValueCtx, MqttCtx, SchedulerCtx, VariablesCtx};
 
 /// How often the epoch advances; the granularity of deadlines and of guest yields.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -190,6 +191,9 @@ pub struct Runtime {
     key_value: Arc<KeyValueStores>,
     /// Where guests' MQTT publishes go.
     event_bus: Arc<dyn EventBus>,
+    /// Durable timers of the scheduler capability, and the timer driver's wake-up.
+    timers: Arc<dyn TimerStore>,
+    timer_wake: Arc<Notify>,
     max_instance_memory: usize,
     /// One permit per instance that may exist at once (`--max-instances`), shared by all
     /// triggers, so requests queue here instead of exhausting the instance pool.
@@ -198,11 +202,14 @@ pub struct Runtime {
 
 impl Runtime {
     /// A runtime with the host's full import surface linked: WASI p2, `wasi:http` and the
-    /// capabilities (key-value, variables, MQTT publishing to `event_bus`).
+    /// capabilities (key-value, variables, MQTT publishing to `event_bus`, the scheduler
+    /// keeping `timers` and signalling `timer_wake` after each schedule).
     pub fn new(
         engine: Engine,
         key_value: Arc<KeyValueStores>,
         event_bus: Arc<dyn EventBus>,
+        timers: Arc<dyn TimerStore>,
+        timer_wake: Arc<Notify>,
         settings: &EngineSettings,
     ) -> anyhow::Result<Runtime> {
         let mut linker = Linker::new(&engine);
@@ -220,12 +227,18 @@ impl Runtime {
         .context("linking the host capabilities")?;
         capabilities::mqtt::add_to_linker(&mut linker, |state: &mut HostState| &mut state.mqtt)
             .context("linking fermyon:spin/mqtt")?;
+        capabilities::scheduler::add_to_linker(&mut linker, |state: &mut HostState| {
+            &mut state.scheduler
+        })
+        .context("linking ticketing:platform/scheduler")?;
         Ok(Runtime {
             engine,
             linker,
             components: BTreeMap::new(),
             key_value,
             event_bus,
+            timers,
+            timer_wake,
             max_instance_memory: settings.max_instance_memory,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances.max(1) as usize)),
         })
@@ -302,6 +315,11 @@ impl Runtime {
             key_value: KeyValueCtx::new(self.key_value.clone(), component.key_value_labels.clone()),
             variables: VariablesCtx::new(component.variables.clone()),
             mqtt: MqttCtx::new(self.event_bus.clone()),
+            scheduler: SchedulerCtx::new(
+                &component.id,
+                self.timers.clone(),
+                self.timer_wake.clone(),
+            ),
         };
         let mut store = Store::new(&self.engine, state);
         store.limiter(|state| &mut state.limits);

@@ -7,7 +7,7 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::OutboundHttp;
-use crate::capabilities::{KeyValueCtx, MqttCtx, VariablesCtx};
+use crate::capabilities::{KeyValueCtx, MqttCtx, SchedulerCtx, VariablesCtx};
 
 pub struct HostState {
     /// WASI: stdout/stderr inherited (component logs show up in the host's output), the
@@ -24,6 +24,8 @@ pub struct HostState {
     pub variables: VariablesCtx,
     /// Publishing (`fermyon:spin/mqtt`) onto the event bus.
     pub mqtt: MqttCtx,
+    /// Durable timers (`ticketing:platform/scheduler`).
+    pub scheduler: SchedulerCtx,
 }
 
 impl WasiView for HostState {
