@@ -501,7 +501,10 @@ mod checks {
             .consume("elsewhere", "elsewhere.>", &long_ack_wait())
             .await
             .is_err());
-        assert!(bus.consume("too-wide", ">", &long_ack_wait()).await.is_err());
+        assert!(bus
+            .consume("too-wide", ">", &long_ack_wait())
+            .await
+            .is_err());
     }
 
     pub async fn events_wait_for_a_consumer_across_a_restart(fixture: &mut Fixture) {
