@@ -390,16 +390,18 @@ impl NatsTrigger {
             // One dead letter per event and consumer, however often this runs.
             message_id: format!("dead:{}:{}", listener.consumer, delivery.sequence),
         };
+        // Logged before publishing, so the log line is there by the time anyone sees the
+        // dead letter; a failed publish is logged as such below.
+        tracing::warn!(
+            component = %listener.component,
+            subject = %delivery.subject,
+            delivered = delivery.delivered,
+            dead_letter_subject = %dead_letter_subject,
+            reason,
+            "event dead-lettered"
+        );
         match self.bus.publish(event).await {
             Ok(()) => {
-                tracing::warn!(
-                    component = %listener.component,
-                    subject = %delivery.subject,
-                    delivered = delivery.delivered,
-                    dead_letter_subject = %dead_letter_subject,
-                    reason,
-                    "event dead-lettered"
-                );
                 if let Err(error) = delivery.term().await {
                     tracing::warn!(
                         component = %listener.component,
@@ -413,7 +415,6 @@ impl NatsTrigger {
                 tracing::error!(
                     component = %listener.component,
                     subject = %delivery.subject,
-                    reason,
                     error = %format!("{error:#}"),
                     "cannot publish the dead letter; the event will be delivered again"
                 );
