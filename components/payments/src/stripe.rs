@@ -61,13 +61,17 @@ impl Charger {
             } => {
                 let cents = price::to_cents(price)
                     .ok_or_else(|| anyhow!("order {order_id} has an invalid price {price}"))?;
+                let form = charge_form(cents, token, order_id);
+                // With a content-length the body is sent as is, not chunked: servers that
+                // only read content-length bodies see the form too.
                 let request = Request::builder()
                     .method(Method::Post)
                     .uri(charges_url(api_base))
                     .header("authorization", format!("Bearer {secret_key}"))
                     .header("idempotency-key", idempotency_key(order_id))
                     .header("content-type", "application/x-www-form-urlencoded")
-                    .body(charge_form(cents, token, order_id))
+                    .header("content-length", form.len().to_string())
+                    .body(form)
                     .build();
                 let response: Response = spin_sdk::http::send(request)
                     .await
