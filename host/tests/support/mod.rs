@@ -2,6 +2,8 @@
 //! data dir) and its own `ticketing` host (own state dir), and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod stripe;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
