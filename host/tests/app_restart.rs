@@ -7,26 +7,47 @@ use support::*;
 fn data_survives_restarts(host: Host) {
     let mut seller = host.client();
     let email = unique_email();
-    let user = seller.post("/api/users/signup", json!({"email": email, "password": "secret"})).json();
-    let ticket = seller.post("/api/tickets", json!({"title": "Kept", "price": 12})).json();
+    let user = seller
+        .post(
+            "/api/users/signup",
+            json!({"email": email, "password": "secret"}),
+        )
+        .json();
+    let ticket = seller
+        .post("/api/tickets", json!({"title": "Kept", "price": 12}))
+        .json();
     let path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
 
     let host = host.restart();
     assert_eq!(host.client().get(&path).json(), ticket);
 
     // A crash right after a write loses nothing either.
-    let updated = seller_on(&host, &seller).put(&path, json!({"title": "Kept", "price": 13})).json();
+    let updated = seller_on(&host, &seller)
+        .put(&path, json!({"title": "Kept", "price": 13}))
+        .json();
     host.signal("KILL");
     let host = host.restart();
     assert_eq!(host.client().get(&path).json(), updated);
 
     let mut again = host.client();
-    let reply = again.post("/api/users/signin", json!({"email": email, "password": "secret"}));
+    let reply = again.post(
+        "/api/users/signin",
+        json!({"email": email, "password": "secret"}),
+    );
     assert_eq!(reply.json()["id"], user["id"]);
     // The old session cookie is still valid: the signing secret did not change.
-    assert_eq!(seller_on(&host, &seller).get("/api/users/currentuser").json()["currentUser"]["id"], user["id"]);
+    assert_eq!(
+        seller_on(&host, &seller)
+            .get("/api/users/currentuser")
+            .json()["currentUser"]["id"],
+        user["id"]
+    );
     let listed = again.get("/api/tickets").json();
-    assert!(listed.as_array().unwrap().iter().any(|t| t["id"] == ticket["id"]));
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["id"] == ticket["id"]));
 }
 
 /// The same browser session, pointed at a (re)started host.
@@ -46,7 +67,10 @@ fn redis_store_keeps_data_across_restarts() {
     let redis = Redis::start();
     data_survives_restarts(HostConfig::app(Backend::Redis(redis.url())).start());
     let keys = redis.command("DBSIZE");
-    assert!(keys.starts_with(':') && keys != ":0", "the data lives in Redis: DBSIZE {keys}");
+    assert!(
+        keys.starts_with(':') && keys != ":0",
+        "the data lives in Redis: DBSIZE {keys}"
+    );
 }
 
 #[test]
@@ -57,6 +81,13 @@ fn the_embedded_default_needs_no_configuration_at_all() {
     let host = config.start();
     let mut c = host.client();
     c.sign_up();
-    assert_eq!(c.post("/api/tickets", json!({"title": "Zero config", "price": 5})).status, 201);
-    assert!(host.log().contains("jwt_secret"), "the development secret is announced");
+    assert_eq!(
+        c.post("/api/tickets", json!({"title": "Zero config", "price": 5}))
+            .status,
+        201
+    );
+    assert!(
+        host.log().contains("jwt_secret"),
+        "the development secret is announced"
+    );
 }

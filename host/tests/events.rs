@@ -53,19 +53,30 @@ impl Bus {
 
     fn publish_raw(&self, subject: &str, payload: &'static [u8]) {
         let js = self.jetstream();
-        self.runtime.block_on(async { js.publish(subject.to_string(), payload.into()).await.unwrap().await.unwrap() });
+        self.runtime.block_on(async {
+            js.publish(subject.to_string(), payload.into())
+                .await
+                .unwrap()
+                .await
+                .unwrap()
+        });
     }
 
     /// Every message published on `subject` from now on, as it arrives.
     fn record(&self, subject: &str) -> Arc<Mutex<Vec<(String, Vec<u8>)>>> {
         let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
-        let mut sub = self.runtime.block_on(self.client.subscribe(subject.to_string())).unwrap();
+        let mut sub = self
+            .runtime
+            .block_on(self.client.subscribe(subject.to_string()))
+            .unwrap();
         self.runtime.block_on(self.client.flush()).unwrap();
         let sink = seen.clone();
         self.runtime.spawn(async move {
             use futures_util::StreamExt;
             while let Some(m) = sub.next().await {
-                sink.lock().unwrap().push((m.subject.to_string(), m.payload.to_vec()));
+                sink.lock()
+                    .unwrap()
+                    .push((m.subject.to_string(), m.payload.to_vec()));
             }
         });
         seen
@@ -81,7 +92,10 @@ fn servers_host(nats: &Nats, redis: &Redis, window_secs: u32) -> HostConfig {
 
 fn new_id(n: u8) -> String {
     // A well-formed id the services have never seen.
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as u32;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as u32;
     format!("{secs:08x}{:08x}{n:08x}", std::process::id())
 }
 
@@ -101,7 +115,10 @@ fn ticket_copy_at(buyer: &mut Client, ticket_id: &str, version: u64) -> Value {
         if order["ticket"]["version"] == version {
             return Some(order["ticket"].clone());
         }
-        assert!(order["ticket"]["version"].as_u64().unwrap() < version, "never ahead: {order}");
+        assert!(
+            order["ticket"]["version"].as_u64().unwrap() < version,
+            "never ahead: {order}"
+        );
         buyer.delete(&format!("/api/orders/{}", order["id"].as_str().unwrap()));
         None
     })
@@ -115,9 +132,21 @@ fn ticket_updates_arriving_out_of_order_are_applied_in_order() {
     let id = new_id(1);
     let owner = new_id(2);
     // Newest first: orders must hold back v2 and v1 until it has v0.
-    bus.publish("ticketing.ticket.updated", ticket_event(&id, 2, "third", &owner), &format!("t-{id}-2"));
-    bus.publish("ticketing.ticket.updated", ticket_event(&id, 1, "second", &owner), &format!("t-{id}-1"));
-    bus.publish("ticketing.ticket.created", ticket_event(&id, 0, "first", &owner), &format!("t-{id}-0"));
+    bus.publish(
+        "ticketing.ticket.updated",
+        ticket_event(&id, 2, "third", &owner),
+        &format!("t-{id}-2"),
+    );
+    bus.publish(
+        "ticketing.ticket.updated",
+        ticket_event(&id, 1, "second", &owner),
+        &format!("t-{id}-1"),
+    );
+    bus.publish(
+        "ticketing.ticket.created",
+        ticket_event(&id, 0, "first", &owner),
+        &format!("t-{id}-0"),
+    );
     let mut buyer = host.client();
     buyer.sign_up();
     let copy = ticket_copy_at(&mut buyer, &id, 2);
@@ -131,12 +160,28 @@ fn a_redelivered_event_changes_nothing_twice() {
     let bus = Bus::connect(&nats);
     let id = new_id(3);
     let owner = new_id(4);
-    bus.publish("ticketing.ticket.created", ticket_event(&id, 0, "first", &owner), &format!("a-{id}-0"));
-    bus.publish("ticketing.ticket.updated", ticket_event(&id, 1, "second", &owner), &format!("a-{id}-1"));
+    bus.publish(
+        "ticketing.ticket.created",
+        ticket_event(&id, 0, "first", &owner),
+        &format!("a-{id}-0"),
+    );
+    bus.publish(
+        "ticketing.ticket.updated",
+        ticket_event(&id, 1, "second", &owner),
+        &format!("a-{id}-1"),
+    );
     // The same update again, as a redelivery would bring it (a new message id, so JetStream
     // stores it again and the consumer sees it twice).
-    bus.publish("ticketing.ticket.updated", ticket_event(&id, 1, "second", &owner), &format!("b-{id}-1"));
-    bus.publish("ticketing.ticket.created", ticket_event(&id, 0, "first", &owner), &format!("b-{id}-0"));
+    bus.publish(
+        "ticketing.ticket.updated",
+        ticket_event(&id, 1, "second", &owner),
+        &format!("b-{id}-1"),
+    );
+    bus.publish(
+        "ticketing.ticket.created",
+        ticket_event(&id, 0, "first", &owner),
+        &format!("b-{id}-0"),
+    );
     let mut buyer = host.client();
     buyer.sign_up();
     let copy = ticket_copy_at(&mut buyer, &id, 1);
@@ -161,7 +206,11 @@ fn a_poison_message_ends_in_the_dead_letter_subject() {
     // The platform keeps working.
     let mut c = host.client();
     c.sign_up();
-    assert_eq!(c.post("/api/tickets", json!({"title": "After", "price": 1})).status, 201);
+    assert_eq!(
+        c.post("/api/tickets", json!({"title": "After", "price": 1}))
+            .status,
+        201
+    );
 }
 
 #[test]
@@ -174,10 +223,18 @@ fn expirations_fire_once_with_two_hosts_sharing_nats_and_redis() {
     let cancelled = bus.record("ticketing.order.cancelled");
 
     let mut order_ids = vec![];
-    for (i, host) in [&first, &second, &first, &second, &first, &second].into_iter().enumerate() {
+    for (i, host) in [&first, &second, &first, &second, &first, &second]
+        .into_iter()
+        .enumerate()
+    {
         let mut seller = host.client();
         seller.sign_up();
-        let ticket = seller.post("/api/tickets", json!({"title": format!("t{i}"), "price": 5})).json();
+        let ticket = seller
+            .post(
+                "/api/tickets",
+                json!({"title": format!("t{i}"), "price": 5}),
+            )
+            .json();
         let mut buyer = host.client();
         buyer.sign_up();
         let order = eventually("orders knows the ticket", || {
@@ -188,16 +245,28 @@ fn expirations_fire_once_with_two_hosts_sharing_nats_and_redis() {
     }
     eventually("every order is cancelled", || {
         let seen = cancelled.lock().unwrap();
-        order_ids.iter().all(|id| seen.iter().any(|(_, p)| String::from_utf8_lossy(p).contains(id.as_str()))).then_some(())
+        order_ids
+            .iter()
+            .all(|id| {
+                seen.iter()
+                    .any(|(_, p)| String::from_utf8_lossy(p).contains(id.as_str()))
+            })
+            .then_some(())
     });
     std::thread::sleep(Duration::from_secs(3));
     let mut fires: HashMap<String, usize> = HashMap::new();
     for (_, payload) in fired.lock().unwrap().iter() {
         let v: Value = serde_json::from_slice(payload).unwrap();
-        *fires.entry(v["orderId"].as_str().unwrap().to_string()).or_default() += 1;
+        *fires
+            .entry(v["orderId"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     for id in &order_ids {
-        assert_eq!(fires.get(id), Some(&1), "order {id} expired exactly once: {fires:?}");
+        assert_eq!(
+            fires.get(id),
+            Some(&1),
+            "order {id} expired exactly once: {fires:?}"
+        );
     }
     let cancels = cancelled.lock().unwrap().len();
     assert_eq!(cancels, order_ids.len(), "one order.cancelled per order");
@@ -209,7 +278,9 @@ fn killed_mid_flow(config: HostConfig) {
     let host = config.start();
     let mut seller = host.client();
     seller.sign_up();
-    let ticket = seller.post("/api/tickets", json!({"title": "Crash", "price": 5})).json();
+    let ticket = seller
+        .post("/api/tickets", json!({"title": "Crash", "price": 5}))
+        .json();
     let mut buyer = host.client();
     buyer.sign_up();
     let order = eventually("orders knows the ticket", || {
@@ -221,7 +292,11 @@ fn killed_mid_flow(config: HostConfig) {
     let mut buyer_again = host.client();
     buyer_again.cookie = buyer.cookie.clone();
     let order_path = format!("/api/orders/{}", order["id"].as_str().unwrap());
-    assert_eq!(buyer_again.get(&order_path).json()["id"], order["id"], "the order survived");
+    assert_eq!(
+        buyer_again.get(&order_path).json()["id"],
+        order["id"],
+        "the order survived"
+    );
     eventually("the order expires after the restart", || {
         (buyer_again.get(&order_path).json()["status"] == "cancelled").then_some(())
     });

@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 use support::*;
 
 fn testbed(backend: Backend) -> Host {
-    HostConfig::testbed(backend).arg("--request-timeout").arg("2").start()
+    HostConfig::testbed(backend)
+        .arg("--request-timeout")
+        .arg("2")
+        .start()
 }
 
 #[test]
@@ -29,12 +32,23 @@ fn a_runaway_component_fails_its_own_request_and_the_host_keeps_serving() {
         assert_eq!((ok.status, ok.body.as_str()), (200, "ok"));
     }
     let (reply, took) = busy.join().unwrap();
-    assert!(reply.status == 500 || reply.status == 503, "{} {}", reply.status, reply.body);
+    assert!(
+        reply.status == 500 || reply.status == 503,
+        "{} {}",
+        reply.status,
+        reply.body
+    );
     assert_eq!(reply.error_messages().len(), 1, "{}", reply.body);
-    assert!(took < Duration::from_secs(10), "stopped at the 2 s deadline, took {took:?}");
+    assert!(
+        took < Duration::from_secs(10),
+        "stopped at the 2 s deadline, took {took:?}"
+    );
     assert!(host.is_running());
     assert_eq!(c.get("/testbed/ok").status, 200);
-    assert!(host.log().contains("testbed"), "the failure is logged with the component id");
+    assert!(
+        host.log().contains("testbed"),
+        "the failure is logged with the component id"
+    );
 }
 
 #[test]
@@ -47,7 +61,10 @@ fn a_trap_or_memory_hog_is_a_500_with_the_error_envelope() {
     }
     assert!(host.is_running());
     let log = host.log();
-    assert!(log.contains("testbed") && log.to_lowercase().contains("panic"), "trap logged:\n{log}");
+    assert!(
+        log.contains("testbed") && log.to_lowercase().contains("panic"),
+        "trap logged:\n{log}"
+    );
 }
 
 #[test]
@@ -71,11 +88,19 @@ fn key_value_semantics_hold_on_both_backends() {
         let host = testbed(backend);
         let mut c = host.client();
         assert_eq!(c.get("/testbed/kv/missing").status, 404);
-        assert_eq!(c.send("PUT", "/testbed/kv/k1", Some("v1".into()), None).status, 200);
+        assert_eq!(
+            c.send("PUT", "/testbed/kv/k1", Some("v1".into()), None)
+                .status,
+            200
+        );
         assert_eq!(c.get("/testbed/kv/k1").body, "v1");
         // Spin's key-value interface and wasi:keyvalue see the same store.
         assert_eq!(c.get("/testbed/spin-kv/k1").body, "v1");
-        assert_eq!(c.send("PUT", "/testbed/spin-kv/k2", Some("v2".into()), None).status, 200);
+        assert_eq!(
+            c.send("PUT", "/testbed/spin-kv/k2", Some("v2".into()), None)
+                .status,
+            200
+        );
         assert_eq!(c.get("/testbed/kv/k2").body, "v2");
         let mut keys: Vec<String> = serde_json::from_str(&c.get("/testbed/keys").body).unwrap();
         keys.sort();
@@ -83,12 +108,24 @@ fn key_value_semantics_hold_on_both_backends() {
         assert_eq!(c.delete("/testbed/kv/k1").status, 200);
         assert_eq!(c.get("/testbed/kv/k1").status, 404);
 
-        assert_eq!(c.send("POST", "/testbed/kv/n/increment?by=5", None, None).body, "5");
-        assert_eq!(c.send("POST", "/testbed/kv/n/increment?by=-2", None, None).body, "3");
+        assert_eq!(
+            c.send("POST", "/testbed/kv/n/increment?by=5", None, None)
+                .body,
+            "5"
+        );
+        assert_eq!(
+            c.send("POST", "/testbed/kv/n/increment?by=-2", None, None)
+                .body,
+            "3"
+        );
 
         // Compare-and-swap makes read-modify-write atomic across concurrent instances.
         let client = host.client();
-        let replies = at_once(20, move |_| client.clone().send("POST", "/testbed/kv/counter/cas-increment", None, None));
+        let replies = at_once(20, move |_| {
+            client
+                .clone()
+                .send("POST", "/testbed/kv/counter/cas-increment", None, None)
+        });
         let mut written: Vec<u64> = replies
             .iter()
             .map(|r| {
@@ -100,7 +137,11 @@ fn key_value_semantics_hold_on_both_backends() {
         assert_eq!(written, (1..=20).collect::<Vec<_>>(), "no lost update");
         assert_eq!(c.get("/testbed/kv/counter").body, "20");
     }
-    assert_eq!(redis.command("EXISTS counter"), ":1", "the Redis backend wrote to Redis");
+    assert_eq!(
+        redis.command("EXISTS counter"),
+        ":1",
+        "the Redis backend wrote to Redis"
+    );
 }
 
 #[test]
@@ -111,8 +152,13 @@ fn variables_resolve_templates_and_environment_overrides() {
     assert_eq!(c.get("/testbed/var/secret_length_check").body, JWT_SECRET);
     assert_eq!(c.get("/testbed/var/not_declared").status, 404);
 
-    let host = HostConfig::testbed(Backend::Embedded).var("greeting", "bonjour").start();
-    assert_eq!(host.client().get("/testbed/var/greeting").body, "bonjour, world");
+    let host = HostConfig::testbed(Backend::Embedded)
+        .var("greeting", "bonjour")
+        .start();
+    assert_eq!(
+        host.client().get("/testbed/var/greeting").body,
+        "bonjour, world"
+    );
 }
 
 #[test]
@@ -121,11 +167,21 @@ fn without_runtime_config_a_missing_secret_gets_a_logged_development_value() {
     config.env.clear();
     let host = config.start();
     let secret = host.client().get("/testbed/var/secret_length_check").body;
-    assert!(secret.len() >= 32, "a random development secret: {secret:?}");
-    assert!(host.log().contains("jwt_secret"), "the development secret is announced:\n{}", host.log());
+    assert!(
+        secret.len() >= 32,
+        "a random development secret: {secret:?}"
+    );
+    assert!(
+        host.log().contains("jwt_secret"),
+        "the development secret is announced:\n{}",
+        host.log()
+    );
     // It is kept in the state dir, so sessions survive a restart.
     let host = host.restart();
-    assert_eq!(host.client().get("/testbed/var/secret_length_check").body, secret);
+    assert_eq!(
+        host.client().get("/testbed/var/secret_length_check").body,
+        secret
+    );
 }
 
 #[test]
@@ -133,7 +189,14 @@ fn with_a_runtime_config_a_missing_secret_is_a_startup_error() {
     let redis = Redis::start();
     let dir = tempfile::tempdir().unwrap();
     let rc = dir.path().join("runtime-config.toml");
-    std::fs::write(&rc, format!("[key_value_store.testbed]\ntype = \"redis\"\nurl = \"{}\"\n", redis.url())).unwrap();
+    std::fs::write(
+        &rc,
+        format!(
+            "[key_value_store.testbed]\ntype = \"redis\"\nurl = \"{}\"\n",
+            redis.url()
+        ),
+    )
+    .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"))
         .args(["up", "--listen", "127.0.0.1:0", "--from"])
         .arg(testbed_manifest())
@@ -146,7 +209,10 @@ fn with_a_runtime_config_a_missing_secret_is_a_startup_error() {
         .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr) + String::from_utf8_lossy(&out.stdout);
-    assert!(stderr.contains("jwt_secret") && stderr.contains("SPIN_VARIABLE_JWT_SECRET"), "{stderr}");
+    assert!(
+        stderr.contains("jwt_secret") && stderr.contains("SPIN_VARIABLE_JWT_SECRET"),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -156,7 +222,10 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         let m = dir.path().join("spin.toml");
         std::fs::write(&m, manifest).unwrap();
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_ticketing"));
-        cmd.args(["up", "--listen", "127.0.0.1:0", "--from"]).arg(&m).arg("--state-dir").arg(dir.path().join("s"));
+        cmd.args(["up", "--listen", "127.0.0.1:0", "--from"])
+            .arg(&m)
+            .arg("--state-dir")
+            .arg(dir.path().join("s"));
         if let Some(rc) = rc {
             let p = dir.path().join("rc.toml");
             std::fs::write(&p, rc).unwrap();
@@ -166,9 +235,17 @@ fn bad_configuration_is_refused_with_a_clear_message() {
         assert!(!out.status.success(), "accepted:\n{manifest}");
         String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout)
     };
-    let base = std::fs::read_to_string(testbed_manifest()).unwrap().replace("../../../target", &format!("{}/target", workspace_root().display()));
+    let base = std::fs::read_to_string(testbed_manifest())
+        .unwrap()
+        .replace(
+            "../../../target",
+            &format!("{}/target", workspace_root().display()),
+        );
     assert!(run(&format!("{base}\n[surprise]\nkey = 1\n"), None).contains("surprise"));
-    assert!(run(&base.replace("key_value_stores", "key_value_storez"), None).contains("key_value_storez"));
+    assert!(
+        run(&base.replace("key_value_stores", "key_value_storez"), None)
+            .contains("key_value_storez")
+    );
     assert!(run(&base, Some("[nats]\nurl = \"nats://x\"\n")).contains("nats"));
     assert!(run(&base, Some("[key_value_store.testbed]\ntype = \"redis\"\n")).contains("url"));
 }
@@ -177,9 +254,17 @@ fn bad_configuration_is_refused_with_a_clear_message() {
 fn embedded_data_survives_a_restart() {
     let host = testbed(Backend::Embedded);
     let mut c = host.client();
-    c.send("PUT", "/testbed/kv/kept", Some("across restarts".into()), None);
+    c.send(
+        "PUT",
+        "/testbed/kv/kept",
+        Some("across restarts".into()),
+        None,
+    );
     let host = host.restart();
-    assert_eq!(host.client().get("/testbed/kv/kept").body, "across restarts");
+    assert_eq!(
+        host.client().get("/testbed/kv/kept").body,
+        "across restarts"
+    );
 }
 
 #[test]
@@ -190,7 +275,11 @@ fn ctrl_c_finishes_requests_in_flight() {
     std::thread::sleep(Duration::from_millis(400));
     host.signal("INT");
     let reply = slow.join().unwrap();
-    assert_eq!(reply.status, 200, "the request in flight completes: {}", reply.body);
+    assert_eq!(
+        reply.status, 200,
+        "the request in flight completes: {}",
+        reply.body
+    );
     let status = host.stop();
     assert!(status.success(), "clean exit: {status}");
 }

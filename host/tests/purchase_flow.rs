@@ -15,7 +15,10 @@ enum Platform {
 
 impl Platform {
     fn servers() -> Platform {
-        Platform::Servers { nats: Nats::start(), redis: Redis::start() }
+        Platform::Servers {
+            nats: Nats::start(),
+            redis: Redis::start(),
+        }
     }
 
     /// The app with an order window of `window_secs`, paying through `stripe`.
@@ -30,7 +33,9 @@ impl Platform {
             .var("stripe_api_base", &stripe.base_url());
         match self {
             Platform::Embedded => config,
-            Platform::Servers { nats, redis } => config.var("nats_url", &nats.url()).var("timers_url", &redis.url()),
+            Platform::Servers { nats, redis } => config
+                .var("nats_url", &nats.url())
+                .var("timers_url", &redis.url()),
         }
     }
 }
@@ -63,7 +68,10 @@ fn place_order(buyer: &mut Client, ticket_id: &str) -> Value {
 /// Pays an order, waiting until the payments service has heard of it (order.created).
 fn pay(buyer: &mut Client, order_id: &str, token: &str) -> Reply {
     eventually("the payments service knows the order", || {
-        let reply = buyer.post("/api/payments", json!({ "token": token, "orderId": order_id }));
+        let reply = buyer.post(
+            "/api/payments",
+            json!({ "token": token, "orderId": order_id }),
+        );
         (reply.status != 404).then_some(reply)
     })
 }
@@ -77,7 +85,10 @@ fn sell(host: &Host, title: &str, price: f64) -> (Client, Value) {
 }
 
 fn order_status(c: &mut Client, order_id: &str) -> String {
-    c.get(&format!("/api/orders/{order_id}")).json()["status"].as_str().unwrap().to_string()
+    c.get(&format!("/api/orders/{order_id}")).json()["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 fn buy_a_ticket(platform: Platform) {
@@ -94,10 +105,20 @@ fn buy_a_ticket(platform: Platform) {
     assert_eq!(order["status"], "created");
     assert_eq!(order["version"], 0);
     assert_eq!(order["userId"], user["id"]);
-    assert_eq!(order["ticket"], json!({"id": ticket_id, "title": "Opera", "price": 20.1, "version": 0}));
+    assert_eq!(
+        order["ticket"],
+        json!({"id": ticket_id, "title": "Opera", "price": 20.1, "version": 0})
+    );
     let expires = chrono_like_seconds(order["expiresAt"].as_str().unwrap());
-    let now = before.duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64;
-    assert!((now + 3..=now + 6).contains(&expires), "expiresAt {} is about now + 4 s", order["expiresAt"]);
+    let now = before
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert!(
+        (now + 3..=now + 6).contains(&expires),
+        "expiresAt {} is about now + 4 s",
+        order["expiresAt"]
+    );
     let order_id = order["id"].as_str().unwrap();
 
     // The ticket service hears order.created: the ticket is reserved and leaves the list.
@@ -107,11 +128,22 @@ fn buy_a_ticket(platform: Platform) {
     });
     assert_eq!(reserved["version"], 1);
     let listed = buyer.get("/api/tickets").json();
-    assert!(listed.as_array().unwrap().iter().all(|t| t["id"] != ticket["id"]), "reserved tickets are not listed");
-    seller.put(&ticket_path, json!({"title": "Opera", "price": 25})).assert_error(400, &["Cannot edit a reserved ticket"]);
+    assert!(
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["id"] != ticket["id"]),
+        "reserved tickets are not listed"
+    );
+    seller
+        .put(&ticket_path, json!({"title": "Opera", "price": 25}))
+        .assert_error(400, &["Cannot edit a reserved ticket"]);
     let mut rival = host.client();
     rival.sign_up();
-    rival.post("/api/orders", json!({"ticketId": ticket_id})).assert_error(400, &["Ticket is already reserved"]);
+    rival
+        .post("/api/orders", json!({"ticketId": ticket_id}))
+        .assert_error(400, &["Ticket is already reserved"]);
 
     let paid = pay(&mut buyer, order_id, "tok_visa");
     assert_eq!(paid.status, 201, "{}", paid.body);
@@ -121,11 +153,27 @@ fn buy_a_ticket(platform: Platform) {
     let charge = &charges[0];
     assert_eq!(charge.problem, None);
     assert_eq!(charge.form["amount"], "2010", "20.10 USD in integer cents");
-    assert!(charge.idempotency_key.as_deref().unwrap().contains(order_id), "{charge:?}");
+    assert!(
+        charge
+            .idempotency_key
+            .as_deref()
+            .unwrap()
+            .contains(order_id),
+        "{charge:?}"
+    );
 
-    eventually("the order is complete", || (order_status(&mut buyer, order_id) == "complete").then_some(()));
-    buyer.post("/api/payments", json!({"token": "tok_visa", "orderId": order_id})).assert_error(400, &["Order already paid"]);
-    buyer.delete(&format!("/api/orders/{order_id}")).assert_error(400, &["Cannot cancel a completed order"]);
+    eventually("the order is complete", || {
+        (order_status(&mut buyer, order_id) == "complete").then_some(())
+    });
+    buyer
+        .post(
+            "/api/payments",
+            json!({"token": "tok_visa", "orderId": order_id}),
+        )
+        .assert_error(400, &["Order already paid"]);
+    buyer
+        .delete(&format!("/api/orders/{order_id}"))
+        .assert_error(400, &["Cannot cancel a completed order"]);
     assert_eq!(stripe.charges().len(), 1, "no second charge");
 
     // The order's window passes: a paid order never expires.
@@ -144,21 +192,35 @@ fn let_an_order_expire(platform: Platform) {
     let order = place_order(&mut buyer, ticket_id);
     let order_id = order["id"].as_str().unwrap();
 
-    eventually("the order expires", || (order_status(&mut buyer, order_id) == "cancelled").then_some(()));
+    eventually("the order expires", || {
+        (order_status(&mut buyer, order_id) == "cancelled").then_some(())
+    });
     let shown = buyer.get(&format!("/api/orders/{order_id}")).json();
     assert_eq!(shown["version"], 1);
     eventually("the ticket is back on sale", || {
         let listed = buyer.get("/api/tickets").json();
-        listed.as_array().unwrap().iter().any(|t| t["id"] == ticket["id"] && t.get("orderId").is_none()).then_some(())
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|t| t["id"] == ticket["id"] && t.get("orderId").is_none())
+            .then_some(())
     });
     let late = pay(&mut buyer, order_id, "tok_visa");
     late.assert_error(400, &["Cannot pay for a cancelled order"]);
-    assert!(stripe.charges().is_empty(), "nothing charged for an expired order");
+    assert!(
+        stripe.charges().is_empty(),
+        "nothing charged for an expired order"
+    );
 
     let mut second = host.client();
     second.sign_up();
     let again = second.post("/api/orders", json!({"ticketId": ticket_id}));
-    assert_eq!(again.status, 201, "the ticket can be ordered again: {}", again.body);
+    assert_eq!(
+        again.status, 201,
+        "the ticket can be ordered again: {}",
+        again.body
+    );
 }
 
 /// Seconds since the epoch of an RFC 3339 UTC timestamp like 2026-11-25T12:00:00Z or
@@ -168,7 +230,11 @@ fn chrono_like_seconds(ts: &str) -> i64 {
     let (date, time) = ts.trim_end_matches('Z').split_once('T').expect("RFC 3339");
     let d: Vec<i64> = date.split('-').map(|p| p.parse().unwrap()).collect();
     let t: Vec<f64> = time.split(':').map(|p| p.parse().unwrap()).collect();
-    let (y, m) = if d[1] <= 2 { (d[0] - 1, d[1] + 9) } else { (d[0], d[1] - 3) };
+    let (y, m) = if d[1] <= 2 {
+        (d[0] - 1, d[1] + 9)
+    } else {
+        (d[0], d[1] - 3)
+    };
     let era = y.div_euclid(400);
     let yoe = y - era * 400;
     let doy = (153 * m + 2) / 5 + d[2] - 1;
@@ -218,7 +284,11 @@ fn fifty_buyers_one_ticket_one_order() {
     probe.sign_up();
     place_order(&mut probe, canary["id"].as_str().unwrap());
     let contenders = buyers.clone();
-    let replies = at_once(contenders.len(), move |i| contenders[i].clone().post("/api/orders", json!({"ticketId": ticket_id})));
+    let replies = at_once(contenders.len(), move |i| {
+        contenders[i]
+            .clone()
+            .post("/api/orders", json!({"ticketId": ticket_id}))
+    });
     let mut statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
     statuses.sort();
     let created = replies.iter().filter(|r| r.status == 201).count();
@@ -226,6 +296,9 @@ fn fifty_buyers_one_ticket_one_order() {
     for r in replies.iter().filter(|r| r.status != 201) {
         r.assert_error(400, &["Ticket is already reserved"]);
     }
-    let live: usize = buyers.iter_mut().map(|b| b.get("/api/orders").json().as_array().unwrap().len()).sum();
+    let live: usize = buyers
+        .iter_mut()
+        .map(|b| b.get("/api/orders").json().as_array().unwrap().len())
+        .sum();
     assert_eq!(live, 1, "exactly one order exists");
 }

@@ -17,7 +17,10 @@ pub use serde_json::{json, Value};
 pub const JWT_SECRET: &str = "integration-test-secret";
 
 pub fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 pub fn app_manifest() -> PathBuf {
@@ -40,13 +43,21 @@ fn ensure_built() {
                 .arg(&manifest)
                 .status()
                 .expect("run `ticketing build`");
-            assert!(status.success(), "`ticketing build -f {}` failed", manifest.display());
+            assert!(
+                status.success(),
+                "`ticketing build -f {}` failed",
+                manifest.display()
+            );
         }
     });
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn wait_for_port(port: u16, child: &mut Child, what: &str, log: &Path) {
@@ -75,7 +86,10 @@ fn require_binary(name: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(found, "`{name}` is not installed: run `bash scripts/setup.sh` first");
+    assert!(
+        found,
+        "`{name}` is not installed: run `bash scripts/setup.sh` first"
+    );
 }
 
 /// A real `redis-server` on a free port with its own empty data dir, killed on drop.
@@ -101,7 +115,11 @@ impl Redis {
             .spawn()
             .expect("start redis-server");
         wait_for_port(port, &mut child, "redis-server", &log);
-        Redis { port, child, _dir: dir }
+        Redis {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -196,7 +214,10 @@ impl HostConfig {
     }
 
     pub fn testbed(backend: Backend) -> HostConfig {
-        HostConfig { manifest: testbed_manifest(), ..HostConfig::app(backend) }
+        HostConfig {
+            manifest: testbed_manifest(),
+            ..HostConfig::app(backend)
+        }
     }
 
     pub fn arg(mut self, arg: &str) -> Self {
@@ -250,7 +271,13 @@ impl Host {
         }
         let mut child = cmd.spawn().expect("start the ticketing host");
         wait_for_port(port, &mut child, "ticketing up", &log);
-        Host { port, config, child, state, log }
+        Host {
+            port,
+            config,
+            child,
+            state,
+            log,
+        }
     }
 
     /// Stops this host gracefully and starts a new one on the same state dir (and backend).
@@ -275,7 +302,11 @@ impl Host {
     }
 
     pub fn signal(&self, signal: &str) {
-        Command::new("kill").arg(format!("-{signal}")).arg(self.child.id().to_string()).status().unwrap();
+        Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -291,7 +322,11 @@ impl Host {
     }
 
     pub fn client(&self) -> Client {
-        Client { base: self.url(""), cookie: None, bearer: None }
+        Client {
+            base: self.url(""),
+            cookie: None,
+            bearer: None,
+        }
     }
 }
 
@@ -338,12 +373,19 @@ pub struct Reply {
 
 impl Reply {
     pub fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("not JSON ({e}): status {} body {:?}", self.status, self.body))
+        serde_json::from_str(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "not JSON ({e}): status {} body {:?}",
+                self.status, self.body
+            )
+        })
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The `{"errors": [...]}` messages, in order.
@@ -372,12 +414,19 @@ impl Reply {
             .unwrap()
             .iter()
             .map(|e| {
-                let field = e["field"].as_str().unwrap_or_else(|| panic!("no field in {e}"));
-                (field.to_string(), e["message"].as_str().unwrap().to_string())
+                let field = e["field"]
+                    .as_str()
+                    .unwrap_or_else(|| panic!("no field in {e}"));
+                (
+                    field.to_string(),
+                    e["message"].as_str().unwrap().to_string(),
+                )
             })
             .collect();
-        let want: Vec<(String, String)> =
-            expected.iter().map(|(f, m)| (f.to_string(), m.to_string())).collect();
+        let want: Vec<(String, String)> = expected
+            .iter()
+            .map(|(f, m)| (f.to_string(), m.to_string()))
+            .collect();
         assert_eq!(got, want, "body: {}", self.body);
     }
 }
@@ -400,16 +449,34 @@ impl Client {
     }
 
     pub fn post(&mut self, path: &str, body: Value) -> Reply {
-        self.send("POST", path, Some(body.to_string()), Some("application/json"))
+        self.send(
+            "POST",
+            path,
+            Some(body.to_string()),
+            Some("application/json"),
+        )
     }
 
     pub fn put(&mut self, path: &str, body: Value) -> Reply {
-        self.send("PUT", path, Some(body.to_string()), Some("application/json"))
+        self.send(
+            "PUT",
+            path,
+            Some(body.to_string()),
+            Some("application/json"),
+        )
     }
 
     /// Any method, raw body and content type.
-    pub fn send(&mut self, method: &str, path: &str, body: Option<String>, content_type: Option<&str>) -> Reply {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(60)).build();
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        content_type: Option<&str>,
+    ) -> Reply {
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(60))
+            .build();
         let mut req = agent.request(method, &format!("{}{path}", self.base));
         if let Some(ct) = content_type {
             req = req.set("Content-Type", ct);
@@ -433,10 +500,19 @@ impl Client {
         let headers = resp
             .headers_names()
             .into_iter()
-            .flat_map(|n| resp.all(&n).into_iter().map(move |v| (n.clone(), v.to_string())).collect::<Vec<_>>())
+            .flat_map(|n| {
+                resp.all(&n)
+                    .into_iter()
+                    .map(move |v| (n.clone(), v.to_string()))
+                    .collect::<Vec<_>>()
+            })
             .collect();
         let body = resp.into_string().unwrap_or_default();
-        let reply = Reply { status, headers, body };
+        let reply = Reply {
+            status,
+            headers,
+            body,
+        };
         if let Some(set) = reply.header("set-cookie") {
             let pair = set.split(';').next().unwrap().to_string();
             self.cookie = if pair == "session=" { None } else { Some(pair) };
@@ -447,26 +523,44 @@ impl Client {
     /// Signs up a fresh user (unique email) and keeps its session; returns the user JSON.
     pub fn sign_up(&mut self) -> Value {
         let email = unique_email();
-        let reply = self.post("/api/users/signup", json!({"email": email, "password": "secret1"}));
+        let reply = self.post(
+            "/api/users/signup",
+            json!({"email": email, "password": "secret1"}),
+        );
         assert_eq!(reply.status, 201, "signup: {}", reply.body);
         reply.json()
     }
 
     /// The session token of this client (from its cookie).
     pub fn token(&self) -> String {
-        self.cookie.as_deref().expect("signed in").trim_start_matches("session=").to_string()
+        self.cookie
+            .as_deref()
+            .expect("signed in")
+            .trim_start_matches("session=")
+            .to_string()
     }
 }
 
 pub fn unique_email() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
-    format!("user{}-{}-{}@example.com", std::process::id(), nanos, N.fetch_add(1, Ordering::SeqCst))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "user{}-{}-{}@example.com",
+        std::process::id(),
+        nanos,
+        N.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// Runs `f` on `n` threads released at the same moment; returns their results in order.
-pub fn at_once<T: Send + 'static>(n: usize, f: impl Fn(usize) -> T + Send + Sync + 'static) -> Vec<T> {
+pub fn at_once<T: Send + 'static>(
+    n: usize,
+    f: impl Fn(usize) -> T + Send + Sync + 'static,
+) -> Vec<T> {
     let f = std::sync::Arc::new(f);
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(n));
     let handles: Vec<_> = (0..n)

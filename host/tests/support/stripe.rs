@@ -37,8 +37,11 @@ impl StripeFake {
             let mut charges_by_key: HashMap<String, String> = HashMap::new();
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let Some(charge) = read_request(&mut stream) else { continue };
-                let (status, body) = answer(&charge, &mut charges_by_key, seen.lock().unwrap().len());
+                let Some(charge) = read_request(&mut stream) else {
+                    continue;
+                };
+                let (status, body) =
+                    answer(&charge, &mut charges_by_key, seen.lock().unwrap().len());
                 seen.lock().unwrap().push(charge);
                 let _ = write!(
                     stream,
@@ -77,7 +80,10 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Charge> {
             headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
         }
     }
-    let len: usize = headers.get("content-length").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let len: usize = headers
+        .get("content-length")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(0);
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
     let form: HashMap<String, String> = parse_form(&String::from_utf8_lossy(&body));
@@ -106,7 +112,11 @@ fn check(c: &Charge, content_type: Option<&String>) -> Option<String> {
     }
     match c.form.get("amount") {
         Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) && a != "0" => {}
-        other => return Some(format!("amount must be a positive integer of cents, got {other:?}")),
+        other => {
+            return Some(format!(
+                "amount must be a positive integer of cents, got {other:?}"
+            ))
+        }
     }
     if c.form.get("currency").map(String::as_str) != Some("usd") {
         return Some(format!("currency {:?}", c.form.get("currency")));
@@ -122,7 +132,8 @@ fn check(c: &Charge, content_type: Option<&String>) -> Option<String> {
 
 fn answer(c: &Charge, by_key: &mut HashMap<String, String>, n: usize) -> (&'static str, String) {
     if let Some(problem) = &c.problem {
-        let body = serde_json::json!({"error": {"type": "invalid_request_error", "message": problem}});
+        let body =
+            serde_json::json!({"error": {"type": "invalid_request_error", "message": problem}});
         return ("400 Bad Request", body.to_string());
     }
     if c.form["source"] == "tok_chargeDeclined" {
@@ -130,11 +141,16 @@ fn answer(c: &Charge, by_key: &mut HashMap<String, String>, n: usize) -> (&'stat
         return ("402 Payment Required", body.to_string());
     }
     let key = c.idempotency_key.clone().unwrap();
-    let id = by_key.entry(key).or_insert_with(|| format!("ch_fake{n:06}")).clone();
+    let id = by_key
+        .entry(key)
+        .or_insert_with(|| format!("ch_fake{n:06}"))
+        .clone();
     let body = serde_json::json!({"id": id, "object": "charge", "amount": c.form["amount"].parse::<u64>().unwrap(), "currency": "usd", "paid": true});
     ("200 OK", body.to_string())
 }
 
 fn parse_form(body: &str) -> HashMap<String, String> {
-    form_urlencoded::parse(body.as_bytes()).into_owned().collect()
+    form_urlencoded::parse(body.as_bytes())
+        .into_owned()
+        .collect()
 }
