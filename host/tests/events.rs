@@ -19,6 +19,9 @@ fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
+/// (subject, payload) of every message seen on a subscription, in arrival order.
+type Recording = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+
 /// A test's own NATS connection: JetStream publishes like a service would, and a core
 /// subscription that sees every publish on a subject (duplicates included).
 struct Bus {
@@ -63,8 +66,8 @@ impl Bus {
     }
 
     /// Every message published on `subject` from now on, as it arrives.
-    fn record(&self, subject: &str) -> Arc<Mutex<Vec<(String, Vec<u8>)>>> {
-        let seen: Arc<Mutex<Vec<(String, Vec<u8>)>>> = Arc::default();
+    fn record(&self, subject: &str) -> Recording {
+        let seen: Recording = Arc::default();
         let mut sub = self
             .runtime
             .block_on(self.client.subscribe(subject.to_string()))
