@@ -1,0 +1,771 @@
+//! `ticketing-bench`: starts what it measures (the release `ticketing` host on the embedded
+//! store and on Redis, `redis-server`, `nats-server`, `wasmtime serve` when installed, a
+//! native hyper server) and measures it with its own closed-loop load generator. Prints a
+//! Markdown table and writes `bench/report.json` (and `bench/report.md`).
+//!
+//! ```text
+//! cargo build --release -p ticketing-host -p ticketing-bench
+//! target/release/ticketing-bench [-c 16] [-d 5] [--warmup 1] [--smoke]
+//! ```
+//! See BENCHMARKS.md for the figures and what limits each one.
+
+mod load;
+mod micro;
+mod native;
+mod procs;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use load::{Conn, LoadResult, LoadSpec, MakeRequest};
+use procs::{HostSpec, Service};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ticketing-bench",
+    about = "Benchmarks the ticketing host (see BENCHMARKS.md)"
+)]
+struct Args {
+    /// Concurrent keep-alive connections of each load run.
+    #[arg(short = 'c', long, default_value_t = 16)]
+    concurrency: usize,
+    /// Measured seconds of each load run.
+    #[arg(short = 'd', long, default_value_t = 5.0)]
+    duration: f64,
+    /// Warm-up seconds before each load run (same connections, not measured).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Host vs `wasmtime serve` hello rounds, interleaved.
+    #[arg(long, default_value_t = 2)]
+    rounds: usize,
+    /// Purchase-flow samples (one order each, one after the other).
+    #[arg(long, default_value_t = 50)]
+    purchases: usize,
+    /// Pending timers for the timer measurement.
+    #[arg(long, default_value_t = 100_000)]
+    timers: usize,
+    /// A few seconds end to end at small concurrency: checks the bench works, measures
+    /// nothing worth reporting.
+    #[arg(long)]
+    smoke: bool,
+    /// The host binary [default: target/release/ticketing].
+    #[arg(long)]
+    host_bin: Option<PathBuf>,
+    /// Skip parts: wasmtime, redis, purchase, timers, instantiation.
+    #[arg(long, value_delimiter = ',')]
+    skip: Vec<String>,
+    /// Where the JSON report goes [default: bench/report.json].
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Debug, Serialize)]
+struct Run {
+    name: String,
+    target: String,
+    #[serde(flatten)]
+    result: LoadResult,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    command: String,
+    machine: Value,
+    settings: Value,
+    runs: Vec<Run>,
+    ratios: Vec<(String, f64)>,
+    purchase: Option<Value>,
+    timers: Option<micro::TimersResult>,
+    instantiation: Vec<micro::InstantiationResult>,
+    rss_kib: Vec<(String, u64)>,
+    wasm_bytes: Vec<(String, u64)>,
+    not_measured: Vec<String>,
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("bench/ is inside the workspace")
+        .to_path_buf()
+}
+
+fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if args.smoke {
+        args.concurrency = args.concurrency.min(4);
+        args.duration = 1.0;
+        args.warmup = 0.3;
+        args.rounds = 1;
+        args.purchases = args.purchases.min(3);
+        args.timers = args.timers.min(2_000);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(args))
+}
+
+struct Ctx {
+    args: Args,
+    root: PathBuf,
+    dir: tempfile::TempDir,
+    report: Report,
+}
+
+impl Ctx {
+    fn spec(&self, concurrency: usize, expect: u16) -> LoadSpec {
+        LoadSpec {
+            concurrency,
+            warmup: Duration::from_secs_f64(self.args.warmup),
+            duration: Duration::from_secs_f64(self.args.duration),
+            expect,
+        }
+    }
+
+    fn skipped(&self, part: &str) -> bool {
+        self.args.skip.iter().any(|s| s == part)
+    }
+
+    async fn load(
+        &mut self,
+        name: &str,
+        target: &str,
+        addr: SocketAddr,
+        spec: LoadSpec,
+        make: MakeRequest,
+    ) -> anyhow::Result<LoadResult> {
+        eprintln!("- {name} on {target} (c={})", spec.concurrency);
+        let result = load::run(addr, spec, make).await?;
+        eprintln!(
+            "  {:.0} req/s, p50 {} µs, p99 {} µs, {} errors",
+            result.rps, result.p50_us, result.p99_us, result.errors
+        );
+        self.report.runs.push(Run {
+            name: name.into(),
+            target: target.into(),
+            result: result.clone(),
+        });
+        Ok(result)
+    }
+
+    fn host(
+        &self,
+        redis_url: Option<String>,
+        vars: Vec<(&str, String)>,
+    ) -> anyhow::Result<Service> {
+        let binary = self
+            .args
+            .host_bin
+            .clone()
+            .unwrap_or_else(|| self.root.join("target/release/ticketing"));
+        let manifest = self.root.join("bench/spin.toml");
+        procs::host(
+            self.dir.path(),
+            HostSpec {
+                binary: &binary,
+                manifest: &manifest,
+                redis_url,
+                vars,
+            },
+        )
+    }
+}
+
+fn get(addr: SocketAddr, path: &str) -> MakeRequest {
+    let path = path.to_owned();
+    Arc::new(move |_| load::request("GET", addr, &path, &[], None))
+}
+
+/// Signs a new user up and returns the session cookie (`name=value`).
+async fn sign_up(addr: SocketAddr, email: &str) -> anyhow::Result<String> {
+    let mut conn = Conn::open(addr).await?;
+    let body = json!({"email": email, "password": "bench-password"});
+    let reply = conn
+        .send(load::request(
+            "POST",
+            addr,
+            "/api/users/signup",
+            &[],
+            Some(&body),
+        ))
+        .await?;
+    if reply.status != 201 {
+        bail!(
+            "sign-up: {} {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
+    }
+    let cookie = reply
+        .headers
+        .get("set-cookie")
+        .context("sign-up set no cookie")?
+        .to_str()?
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
+    Ok(cookie)
+}
+
+/// Creates `n` tickets as the user of `cookie`; returns them as the API showed them.
+async fn create_tickets(addr: SocketAddr, cookie: &str, n: usize) -> anyhow::Result<Vec<Value>> {
+    let mut conn = Conn::open(addr).await?;
+    let mut tickets = Vec::with_capacity(n);
+    for i in 0..n {
+        let body = json!({"title": format!("Concert {i}"), "price": 20 + i});
+        let reply = conn
+            .send(load::request(
+                "POST",
+                addr,
+                "/api/tickets",
+                &[("cookie", cookie)],
+                Some(&body),
+            ))
+            .await?;
+        if reply.status != 201 {
+            bail!(
+                "create ticket: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+        tickets.push(reply.json()?);
+    }
+    Ok(tickets)
+}
+
+/// Ticket read and create against one host; returns the tickets it created for reads.
+async fn tickets_scenario(
+    ctx: &mut Ctx,
+    host: &Service,
+    store: &str,
+) -> anyhow::Result<(Vec<Value>, LoadResult)> {
+    let addr = host.addr();
+    let cookie = sign_up(addr, &format!("seller-{store}@example.com")).await?;
+    let tickets = create_tickets(addr, &cookie, 100).await?;
+    let paths: Arc<Vec<String>> = Arc::new(
+        tickets
+            .iter()
+            .map(|t| format!("/api/tickets/{}", t["id"].as_str().unwrap_or_default()))
+            .collect(),
+    );
+    let c = ctx.args.concurrency;
+    let read_paths = paths.clone();
+    let read = ctx
+        .load(
+            "ticket read (GET /api/tickets/:id)",
+            &format!("host, {store} store"),
+            addr,
+            ctx.spec(c, 200),
+            Arc::new(move |n| {
+                load::request(
+                    "GET",
+                    addr,
+                    &read_paths[n as usize % read_paths.len()],
+                    &[],
+                    None,
+                )
+            }),
+        )
+        .await?;
+    let create_cookie = cookie.clone();
+    ctx.load(
+        "ticket create (POST /api/tickets)",
+        &format!("host, {store} store"),
+        addr,
+        ctx.spec(c, 201),
+        Arc::new(move |n| {
+            let body = json!({"title": format!("Load {n}"), "price": 10});
+            load::request(
+                "POST",
+                addr,
+                "/api/tickets",
+                &[("cookie", &create_cookie)],
+                Some(&body),
+            )
+        }),
+    )
+    .await?;
+    Ok((tickets, read))
+}
+
+/// Highest VmRSS of `pid` while `f` runs (sampled every 50 ms).
+async fn peak_rss<T>(pid: u32, f: impl std::future::Future<Output = T>) -> (T, u64) {
+    let peak = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = tokio::spawn({
+        let peak = peak.clone();
+        let stop = stop.clone();
+        async move {
+            while !stop.load(Ordering::Relaxed) {
+                if let Some(rss) = procs::rss_kib(pid) {
+                    peak.fetch_max(rss, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+    let out = f.await;
+    stop.store(true, Ordering::Relaxed);
+    let _ = sampler.await;
+    (out, peak.load(Ordering::Relaxed))
+}
+
+fn mean(results: &[LoadResult], f: impl Fn(&LoadResult) -> f64) -> f64 {
+    results.iter().map(f).sum::<f64>() / results.len().max(1) as f64
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let root = workspace_root();
+    let wasm_dir = root.join("target/wasm32-wasip2/release");
+    let components = [
+        "hello",
+        "auth",
+        "tickets",
+        "orders",
+        "expiration",
+        "payments",
+    ];
+    for c in components {
+        let path = wasm_dir.join(format!("ticketing_{c}.wasm"));
+        if !path.exists() {
+            bail!(
+                "{} is missing: run `bash scripts/bench.sh` (it builds the components)",
+                path.display()
+            );
+        }
+    }
+    let host_bin = args
+        .host_bin
+        .clone()
+        .unwrap_or_else(|| root.join("target/release/ticketing"));
+    if !host_bin.exists() {
+        bail!(
+            "{} is missing: `cargo build --release -p ticketing-host`",
+            host_bin.display()
+        );
+    }
+    let json_path = args
+        .json
+        .clone()
+        .unwrap_or_else(|| root.join("bench/report.json"));
+    let mut ctx = Ctx {
+        report: Report {
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            machine: machine(),
+            settings: json!({
+                "concurrency": args.concurrency, "duration_s": args.duration,
+                "warmup_s": args.warmup, "rounds": args.rounds, "smoke": args.smoke,
+                "host_bin": host_bin.display().to_string(),
+            }),
+            ..Report::default()
+        },
+        args,
+        root: root.clone(),
+        dir: tempfile::Builder::new()
+            .prefix("ticketing-bench")
+            .tempdir()?,
+    };
+    for c in components {
+        let bytes = std::fs::metadata(wasm_dir.join(format!("ticketing_{c}.wasm")))?.len();
+        ctx.report.wasm_bytes.push((c.into(), bytes));
+    }
+    let c = ctx.args.concurrency;
+
+    // 1. HTTP trigger overhead: hello on the host vs `wasmtime serve`, interleaved rounds.
+    let host = ctx.host(None, vec![])?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ctx.report.rss_kib.push((
+        "host idle (embedded store, all components loaded)".into(),
+        host.rss_kib().unwrap_or(0),
+    ));
+    let wasmtime = if ctx.skipped("wasmtime") {
+        ctx.report
+            .not_measured
+            .push("wasmtime serve: skipped (--skip wasmtime)".into());
+        None
+    } else if !procs::on_path("wasmtime") {
+        ctx.report.not_measured.push(
+            "wasmtime serve: `wasmtime` is not on PATH (scripts/bench.sh installs wasmtime-cli 48)"
+                .into(),
+        );
+        None
+    } else {
+        match procs::wasmtime_serve(ctx.dir.path(), &wasm_dir.join("ticketing_hello.wasm")) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                ctx.report
+                    .not_measured
+                    .push(format!("wasmtime serve: did not start: {e:#}"));
+                None
+            }
+        }
+    };
+    let (mut host_hello, mut wt_hello) = (Vec::new(), Vec::new());
+    let mut peak = 0;
+    for round in 0..ctx.args.rounds.max(1) {
+        let addr = host.addr();
+        let name = format!("hello round {}", round + 1);
+        let (r, p) = peak_rss(
+            host.pid(),
+            ctx.load(&name, "host", addr, ctx.spec(c, 200), get(addr, "/hello")),
+        )
+        .await;
+        host_hello.push(r?);
+        peak = peak.max(p);
+        if let Some(wt) = &wasmtime {
+            let addr = wt.addr();
+            wt_hello.push(
+                ctx.load(
+                    &name,
+                    "wasmtime serve",
+                    addr,
+                    ctx.spec(c, 200),
+                    get(addr, "/hello"),
+                )
+                .await?,
+            );
+        }
+    }
+    ctx.report
+        .rss_kib
+        .push((format!("host peak under hello load (c={c})"), peak));
+    if let Some(wt) = &wasmtime {
+        ctx.report.rss_kib.push((
+            "wasmtime serve after hello load".into(),
+            wt.rss_kib().unwrap_or(0),
+        ));
+    }
+    drop(wasmtime);
+    let host_hello_rps = mean(&host_hello, |r| r.rps);
+    if !wt_hello.is_empty() {
+        let wt_rps = mean(&wt_hello, |r| r.rps);
+        ctx.report.ratios.push((
+            "hello req/s: host / wasmtime serve".into(),
+            host_hello_rps / wt_rps,
+        ));
+        ctx.report.ratios.push((
+            "hello p50: host / wasmtime serve".into(),
+            mean(&host_hello, |r| r.p50_us as f64) / mean(&wt_hello, |r| r.p50_us as f64),
+        ));
+        ctx.report.ratios.push((
+            "hello p99: host / wasmtime serve".into(),
+            mean(&host_hello, |r| r.p99_us as f64) / mean(&wt_hello, |r| r.p99_us as f64),
+        ));
+    }
+    // One connection: latency without queueing, for the per-request cost.
+    let addr = host.addr();
+    let host_c1 = ctx
+        .load("hello", "host", addr, ctx.spec(1, 200), get(addr, "/hello"))
+        .await?;
+
+    // 2. Tickets on the embedded store, and the native ceiling.
+    let (tickets, emb_read) = {
+        let (p_out, p) = peak_rss(host.pid(), tickets_scenario(&mut ctx, &host, "embedded")).await;
+        ctx.report.rss_kib.push((
+            format!("host peak under ticket read+create (embedded, c={c})"),
+            p,
+        ));
+        p_out?
+    };
+    drop(host);
+    let native_tickets: Vec<native::Ticket> = tickets
+        .iter()
+        .map(|t| serde_json::from_value(t.clone()))
+        .collect::<Result<_, _>>()?;
+    let native_paths: Arc<Vec<String>> = Arc::new(
+        native_tickets
+            .iter()
+            .map(|t| format!("/api/tickets/{}", t.id))
+            .collect(),
+    );
+    let server = native::start(native_tickets, 2)?;
+    let addr = server.addr;
+    let paths = native_paths.clone();
+    let native_read = ctx
+        .load(
+            "ticket read (GET /api/tickets/:id)",
+            "native hyper (in-memory map)",
+            addr,
+            ctx.spec(c, 200),
+            Arc::new(move |n| {
+                load::request("GET", addr, &paths[n as usize % paths.len()], &[], None)
+            }),
+        )
+        .await?;
+    let native_c1 = ctx
+        .load(
+            "hello",
+            "native hyper",
+            addr,
+            ctx.spec(1, 200),
+            get(addr, "/hello"),
+        )
+        .await?;
+    drop(server);
+    ctx.report.ratios.push((
+        "ticket read req/s (embedded): host / native hyper".into(),
+        emb_read.rps / native_read.rps,
+    ));
+    ctx.report.ratios.push((
+        "ticket read req/s (embedded) / host hello req/s".into(),
+        emb_read.rps / host_hello_rps,
+    ));
+
+    let upper = host_c1.mean_us - native_c1.mean_us;
+    eprintln!("  per-request overhead at c=1 (host hello mean - native hello mean): {upper:.0} µs");
+
+    // 2b. Tickets on Redis.
+    if ctx.skipped("redis") {
+        ctx.report
+            .not_measured
+            .push("tickets on Redis: skipped".into());
+    } else {
+        let redis = procs::redis(ctx.dir.path())?;
+        let host = ctx.host(Some(format!("redis://127.0.0.1:{}", redis.port)), vec![])?;
+        let (_, redis_read) = tickets_scenario(&mut ctx, &host, "redis").await?;
+        ctx.report.ratios.push((
+            "ticket read req/s (Redis): host / native hyper".into(),
+            redis_read.rps / native_read.rps,
+        ));
+    }
+
+    // 3. Purchase flow on NATS + Redis.
+    if ctx.skipped("purchase") {
+        ctx.report
+            .not_measured
+            .push("purchase flow: skipped".into());
+    } else {
+        match purchase(&mut ctx).await {
+            Ok(v) => ctx.report.purchase = Some(v),
+            Err(e) => ctx
+                .report
+                .not_measured
+                .push(format!("purchase flow failed: {e:#}")),
+        }
+    }
+
+    // 4. Timers.
+    if ctx.skipped("timers") {
+        ctx.report.not_measured.push("timers: skipped".into());
+    } else {
+        let redis = procs::redis(ctx.dir.path())?;
+        eprintln!("- {} timers in Redis", ctx.args.timers);
+        let r = micro::timers(
+            &format!("redis://127.0.0.1:{}", redis.port),
+            ctx.args.timers,
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+        )
+        .await?;
+        eprintln!("  {r:?}");
+        ctx.report.timers = Some(r);
+    }
+
+    // 5. Instantiation.
+    if ctx.skipped("instantiation") {
+        ctx.report
+            .not_measured
+            .push("instantiation: skipped".into());
+    } else {
+        let list: Vec<(String, PathBuf)> = ["hello", "tickets"]
+            .iter()
+            .map(|c| (c.to_string(), wasm_dir.join(format!("ticketing_{c}.wasm"))))
+            .collect();
+        let iterations = if ctx.args.smoke { 200 } else { 5_000 };
+        eprintln!("- instantiation ({iterations} each)");
+        ctx.report.instantiation = micro::instantiation(ctx.dir.path(), &list, iterations).await?;
+    }
+    ctx.report.settings["c1_overhead_us_host_minus_native"] = json!(upper);
+
+    let markdown = markdown(&ctx.report);
+    println!("{markdown}");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&ctx.report)? + "\n",
+    )?;
+    std::fs::write(json_path.with_extension("md"), &markdown)?;
+    eprintln!(
+        "wrote {} and {}",
+        json_path.display(),
+        json_path.with_extension("md").display()
+    );
+    Ok(())
+}
+
+/// POST /api/orders until the ticket shows the order's id, one order at a time.
+async fn purchase(ctx: &mut Ctx) -> anyhow::Result<Value> {
+    let nats = procs::nats(ctx.dir.path())?;
+    let redis = procs::redis(ctx.dir.path())?;
+    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+    let host = ctx.host(
+        Some(redis_url.clone()),
+        vec![
+            ("nats_url", format!("nats://127.0.0.1:{}", nats.port)),
+            ("timers_url", redis_url),
+        ],
+    )?;
+    let addr = host.addr();
+    let n = ctx.args.purchases;
+    eprintln!("- purchase flow ({n} orders, NATS + Redis)");
+    let seller = sign_up(addr, "seller@example.com").await?;
+    let buyer = sign_up(addr, "buyer@example.com").await?;
+    let tickets = create_tickets(addr, &seller, n).await?;
+    let mut conn = Conn::open(addr).await?;
+    let mut flow = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut post = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 600_000_000, 3)?;
+    let mut polls = 0u64;
+    for ticket in &tickets {
+        let id = ticket["id"].as_str().unwrap_or_default();
+        let body = json!({"ticketId": id});
+        let give_up = Instant::now() + Duration::from_secs(30);
+        let (started, order) = loop {
+            let started = Instant::now();
+            let reply = conn
+                .send(load::request(
+                    "POST",
+                    addr,
+                    "/api/orders",
+                    &[("cookie", &buyer)],
+                    Some(&body),
+                ))
+                .await?;
+            match reply.status.as_u16() {
+                201 => {
+                    post.saturating_record(started.elapsed().as_micros() as u64);
+                    break (started, reply.json()?);
+                }
+                // The orders service has not heard of the ticket yet (ticket.created).
+                404 if Instant::now() < give_up => {
+                    tokio::time::sleep(Duration::from_millis(20)).await
+                }
+                _ => bail!(
+                    "order: {} {}",
+                    reply.status,
+                    String::from_utf8_lossy(&reply.body)
+                ),
+            }
+        };
+        let path = format!("/api/tickets/{id}");
+        loop {
+            let reply = conn
+                .send(load::request("GET", addr, &path, &[], None))
+                .await?;
+            polls += 1;
+            if reply.json()?["orderId"] == order["id"] {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(30) {
+                bail!("ticket {id} never showed order {}", order["id"]);
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        flow.saturating_record(started.elapsed().as_micros() as u64);
+    }
+    let v = json!({
+        "orders": n,
+        "flow_p50_ms": flow.value_at_quantile(0.5) as f64 / 1000.0,
+        "flow_p99_ms": flow.value_at_quantile(0.99) as f64 / 1000.0,
+        "flow_max_ms": flow.max() as f64 / 1000.0,
+        "post_order_p50_ms": post.value_at_quantile(0.5) as f64 / 1000.0,
+        "post_order_p99_ms": post.value_at_quantile(0.99) as f64 / 1000.0,
+        "ticket_polls": polls,
+    });
+    eprintln!("  {v}");
+    Ok(v)
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let cpu = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        .unwrap_or_default();
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .map(|v| v.trim().to_string())
+        .unwrap_or_default();
+    let cpus = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    json!({"cpus": cpus, "cpu_model": cpu, "memory": mem, "kernel": kernel.trim()})
+}
+
+fn markdown(r: &Report) -> String {
+    let mut s = String::new();
+    s += &format!(
+        "Machine: {} CPUs ({}), {} RAM, Linux {}\n\n",
+        r.machine["cpus"],
+        r.machine["cpu_model"].as_str().unwrap_or(""),
+        r.machine["memory"].as_str().unwrap_or(""),
+        r.machine["kernel"].as_str().unwrap_or("")
+    );
+    s += &format!("Command: `{}`\n\n", r.command);
+    s += "| run | target | conns | req/s | p50 µs | p99 µs | max µs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
+    for run in &r.runs {
+        let x = &run.result;
+        s += &format!(
+            "| {} | {} | {} | {:.0} | {} | {} | {} | {} |\n",
+            run.name, run.target, x.concurrency, x.rps, x.p50_us, x.p99_us, x.max_us, x.errors
+        );
+    }
+    if !r.ratios.is_empty() {
+        s += "\n| ratio (same run) | value |\n|---|---:|\n";
+        for (name, v) in &r.ratios {
+            s += &format!("| {name} | {v:.2} |\n");
+        }
+    }
+    if let Some(p) = &r.purchase {
+        s += &format!(
+            "\nPurchase flow (POST /api/orders → ticket shows orderId, NATS + Redis, {} orders one at a time): p50 {} ms, p99 {} ms, max {} ms (the POST alone: p50 {} ms, p99 {} ms)\n",
+            p["orders"], p["flow_p50_ms"], p["flow_p99_ms"], p["flow_max_ms"], p["post_order_p50_ms"], p["post_order_p99_ms"]
+        );
+    }
+    if let Some(t) = &r.timers {
+        s += &format!(
+            "\nTimers ({} in Redis, due over {} ms): fired {} in {} ms = {:.0}/s; lateness p50 {} ms, p99 {} ms, max {} ms; scheduling {:.0}/s\n",
+            t.timers, t.due_window_ms, t.fired, t.fire_span_ms, t.fired_per_s, t.lateness_p50_ms,
+            t.lateness_p99_ms, t.lateness_max_ms, t.schedule_per_s
+        );
+    }
+    if !r.instantiation.is_empty() {
+        s += "\n| instantiation (new store + instantiate, pooling) | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|\n";
+        for i in &r.instantiation {
+            s += &format!(
+                "| {} | {:.1} | {:.1} | {:.1} |\n",
+                i.component, i.p50_us, i.p99_us, i.mean_us
+            );
+        }
+    }
+    if let Some(v) = r.settings.get("c1_overhead_us_host_minus_native") {
+        s += &format!("\nPer-request cost at one connection, host hello mean − native hello mean: {:.0} µs (an upper bound of instantiation + trigger work)\n", v.as_f64().unwrap_or(0.0));
+    }
+    s += "\n| RSS | KiB |\n|---|---:|\n";
+    for (name, v) in &r.rss_kib {
+        s += &format!("| {name} | {v} |\n");
+    }
+    s += "\n| component | .wasm bytes |\n|---|---:|\n";
+    for (name, v) in &r.wasm_bytes {
+        s += &format!("| {name} | {v} |\n");
+    }
+    if !r.not_measured.is_empty() {
+        s += "\nNot measured:\n";
+        for n in &r.not_measured {
+            s += &format!("- {n}\n");
+        }
+    }
+    s
+}

@@ -1,0 +1,199 @@
+//! The processes the bench starts and stops itself: the release `ticketing` host,
+//! `redis-server`, `nats-server` and `wasmtime serve`, each on a free port with its own
+//! directory, killed when dropped.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context as _};
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+pub fn on_path(name: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// A child process listening on `port`, killed (SIGTERM, then SIGKILL) on drop.
+pub struct Service {
+    pub name: String,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Service {
+    /// Spawns `cmd` (stdout and stderr to `log`) and waits until `port` accepts connections.
+    pub fn spawn(name: &str, mut cmd: Command, port: u16, log: PathBuf) -> anyhow::Result<Service> {
+        let out = std::fs::File::create(&log)?;
+        cmd.stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null());
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        let mut service = Service {
+            name: name.into(),
+            port,
+            log,
+            child,
+        };
+        service.wait_listening(Duration::from_secs(120))?;
+        Ok(service)
+    }
+
+    fn wait_listening(&mut self, limit: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + limit;
+        let addr = self.addr();
+        while Instant::now() < deadline {
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(());
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "{} exited ({status}) before listening:\n{}",
+                    self.name,
+                    std::fs::read_to_string(&self.log).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        bail!(
+            "{} did not listen on {} within {limit:?}",
+            self.name,
+            self.port
+        )
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident set size of the process, from /proc/<pid>/status (VmRSS), in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid())
+    }
+}
+
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn redis(dir: &Path) -> anyhow::Result<Service> {
+    let port = free_port();
+    let data = dir.join(format!("redis-{port}"));
+    std::fs::create_dir_all(&data)?;
+    let mut cmd = Command::new("redis-server");
+    cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no", "--dir"])
+        .arg(&data);
+    Service::spawn("redis-server", cmd, port, data.join("redis.log"))
+}
+
+pub fn nats(dir: &Path) -> anyhow::Result<Service> {
+    let port = free_port();
+    let data = dir.join(format!("nats-{port}"));
+    std::fs::create_dir_all(&data)?;
+    let mut cmd = Command::new("nats-server");
+    cmd.args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
+        .arg("-sd")
+        .arg(data.join("jetstream"))
+        .args(["--server_name", "bench"]);
+    Service::spawn("nats-server", cmd, port, data.join("nats.log"))
+}
+
+/// How a host is started.
+pub struct HostSpec<'a> {
+    pub binary: &'a Path,
+    pub manifest: &'a Path,
+    /// `redis://...` puts every key-value store on that server.
+    pub redis_url: Option<String>,
+    /// SPIN_VARIABLE_* overrides.
+    pub vars: Vec<(&'a str, String)>,
+}
+
+pub const JWT_SECRET: &str = "bench-secret";
+/// Key-value store labels of bench/spin.toml.
+const STORE_LABELS: [&str; 4] = ["auth", "tickets", "orders", "payments"];
+
+pub fn host(dir: &Path, spec: HostSpec<'_>) -> anyhow::Result<Service> {
+    let port = free_port();
+    let state = dir.join(format!("host-{port}"));
+    std::fs::create_dir_all(&state)?;
+    let mut cmd = Command::new(spec.binary);
+    cmd.arg("up")
+        .arg("--from")
+        .arg(spec.manifest)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--state-dir")
+        .arg(state.join("state"))
+        .env("SPIN_VARIABLE_JWT_SECRET", JWT_SECRET)
+        .env_remove("RUNTIME_CONFIG_FILE");
+    for (name, value) in &spec.vars {
+        cmd.env(format!("SPIN_VARIABLE_{}", name.to_uppercase()), value);
+    }
+    if let Some(url) = &spec.redis_url {
+        let rc = state.join("runtime-config.toml");
+        let text: String = STORE_LABELS
+            .iter()
+            .map(|l| format!("[key_value_store.{l}]\ntype = \"redis\"\nurl = \"{url}\"\n"))
+            .collect();
+        std::fs::write(&rc, text)?;
+        cmd.arg("--runtime-config-file").arg(rc);
+    }
+    Service::spawn("ticketing up", cmd, port, state.join("host.log"))
+}
+
+/// `wasmtime serve` of `component` with the pooling allocator, like the host.
+pub fn wasmtime_serve(dir: &Path, component: &Path) -> anyhow::Result<Service> {
+    let port = free_port();
+    let mut cmd = Command::new("wasmtime");
+    cmd.arg("serve")
+        .arg("--addr")
+        .arg(format!("127.0.0.1:{port}"))
+        .args(["-O", "pooling-allocator=y"])
+        .arg(component);
+    Service::spawn(
+        "wasmtime serve",
+        cmd,
+        port,
+        dir.join(format!("wasmtime-{port}.log")),
+    )
+}
