@@ -145,8 +145,8 @@ pub async fn timers(
 ) -> anyhow::Result<TimersResult> {
     let store: Arc<dyn TimerStore> =
         Arc::new(RedisTimers::connect(redis_url, "bench:timers:").await?);
-    // Lead: enough for scheduling at ≥ 10k/s, so nothing is due before the driver starts.
-    let lead_ms = 1000 + count as u64 / 10;
+    // Lead: enough for scheduling at ≥ 20k/s, so nothing is due before the driver starts.
+    let lead_ms = 1000 + count as u64 / 20;
     let first_due = now_unix_ms() + lead_ms;
     let window_ms = window.as_millis() as u64;
     let started = Instant::now();
