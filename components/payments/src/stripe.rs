@@ -1,6 +1,6 @@
 //! Charging a card through a Stripe-compatible API: `POST {stripe_api_base}/v1/charges`
 //! with a form body, the amount in integer cents, and an idempotency key derived from the
-//! order id, so a retried payment of one order never charges twice.
+//! order id and the card token, so a retried payment never charges twice.
 //!
 //! Without `stripe_secret_key` the service runs in an explicit test mode (logged on every
 //! request): no charge is made, Stripe's test tokens (`tok_visa`, `tok_mastercard`, ...) are
@@ -68,7 +68,7 @@ impl Charger {
                     .method(Method::Post)
                     .uri(charges_url(api_base))
                     .header("authorization", format!("Bearer {secret_key}"))
-                    .header("idempotency-key", idempotency_key(order_id))
+                    .header("idempotency-key", idempotency_key(order_id, token))
                     .header("content-type", "application/x-www-form-urlencoded")
                     .header("content-length", form.len().to_string())
                     .body(form)
@@ -87,9 +87,13 @@ pub fn charges_url(api_base: &str) -> String {
     format!("{}/v1/charges", api_base.trim_end_matches('/'))
 }
 
-/// The key that makes Stripe answer a repeated charge of one order with the first charge.
-pub fn idempotency_key(order_id: &str) -> String {
-    format!("ticketing-order-{order_id}")
+/// The key that makes Stripe answer a repeated charge attempt with the first result. One
+/// attempt is one order paid with one card token (Stripe tokens are single-use): a retry of
+/// the attempt never charges twice, while a new card after a decline is a new attempt (Stripe
+/// replays a stored decline for the key's lifetime). Two attempts can't both succeed: the
+/// payment claim on the order admits one at a time.
+pub fn idempotency_key(order_id: &str, token: &str) -> String {
+    format!("ticketing-order-{order_id}-{token}")
 }
 
 /// The form body of a charge.
@@ -189,7 +193,7 @@ mod tests {
     }
 
     #[test]
-    fn the_endpoint_and_idempotency_key_are_fixed_by_the_order() {
+    fn the_endpoint_and_idempotency_key_are_fixed_by_the_order_and_card() {
         assert_eq!(
             charges_url("https://api.stripe.com"),
             "https://api.stripe.com/v1/charges"
@@ -199,8 +203,8 @@ mod tests {
             "http://127.0.0.1:9999/v1/charges"
         );
         assert_eq!(
-            idempotency_key("6500000000000000000000aa"),
-            "ticketing-order-6500000000000000000000aa"
+            idempotency_key("6500000000000000000000aa", "tok_visa"),
+            "ticketing-order-6500000000000000000000aa-tok_visa"
         );
     }
 

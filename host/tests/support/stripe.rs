@@ -33,15 +33,14 @@ impl StripeFake {
         let requests: Arc<Mutex<Vec<Charge>>> = Arc::default();
         let seen = requests.clone();
         std::thread::spawn(move || {
-            // Idempotency key -> the charge id it produced, like Stripe's replay of a key.
-            let mut charges_by_key: HashMap<String, String> = HashMap::new();
+            let mut answers_by_key: HashMap<String, Stored> = HashMap::new();
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
-                let Some(charge) = read_request(&mut stream) else {
+                let Some(mut charge) = read_request(&mut stream) else {
                     continue;
                 };
                 let (status, body) =
-                    answer(&charge, &mut charges_by_key, seen.lock().unwrap().len());
+                    answer(&mut charge, &mut answers_by_key, seen.lock().unwrap().len());
                 seen.lock().unwrap().push(charge);
                 let _ = write!(
                     stream,
@@ -130,23 +129,54 @@ fn check(c: &Charge, content_type: Option<&String>) -> Option<String> {
     None
 }
 
-fn answer(c: &Charge, by_key: &mut HashMap<String, String>, n: usize) -> (&'static str, String) {
+/// A stored answer, replayed for a repeated idempotency key as Stripe does.
+struct Stored {
+    form: HashMap<String, String>,
+    status: &'static str,
+    body: String,
+}
+
+/// Stripe's answer. A repeated idempotency key replays the first answer (a decline too); the
+/// same key with other parameters is an error, and recorded as a problem.
+fn answer(
+    c: &mut Charge,
+    by_key: &mut HashMap<String, Stored>,
+    n: usize,
+) -> (&'static str, String) {
     if let Some(problem) = &c.problem {
         let body =
             serde_json::json!({"error": {"type": "invalid_request_error", "message": problem}});
         return ("400 Bad Request", body.to_string());
     }
-    if c.form["source"] == "tok_chargeDeclined" {
-        let body = serde_json::json!({"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}});
-        return ("402 Payment Required", body.to_string());
-    }
     let key = c.idempotency_key.clone().unwrap();
-    let id = by_key
-        .entry(key)
-        .or_insert_with(|| format!("ch_fake{n:06}"))
-        .clone();
-    let body = serde_json::json!({"id": id, "object": "charge", "amount": c.form["amount"].parse::<u64>().unwrap(), "currency": "usd", "paid": true});
-    ("200 OK", body.to_string())
+    if let Some(stored) = by_key.get(&key) {
+        if stored.form != c.form {
+            c.problem = Some(format!(
+                "idempotency key {key} reused with other parameters"
+            ));
+            let body =
+                serde_json::json!({"error": {"type": "idempotency_error", "message": c.problem}});
+            return ("400 Bad Request", body.to_string());
+        }
+        return (stored.status, stored.body.clone());
+    }
+    let (status, body) = if c.form["source"] == "tok_chargeDeclined" {
+        let body = serde_json::json!({"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}});
+        ("402 Payment Required", body.to_string())
+    } else {
+        let amount: u64 = c.form["amount"].parse().unwrap();
+        let body = serde_json::json!({"id": format!("ch_fake{n:06}"), "object": "charge", "amount": amount, "currency": "usd", "paid": true});
+        ("200 OK", body.to_string())
+    };
+    by_key.insert(
+        key,
+        Stored {
+            form: c.form.clone(),
+            status,
+            body: body.clone(),
+        },
+    );
+    (status, body)
 }
 
 fn parse_form(body: &str) -> HashMap<String, String> {

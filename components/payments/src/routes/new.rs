@@ -85,7 +85,8 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
 }
 
 /// Charges the order and stores its payment. On failure the caller gives the claim back; a
-/// charge that went through anyway is found again by its idempotency key on the next try.
+/// charge that went through anyway is found again by its idempotency key when the same
+/// payment is retried.
 async fn charge_and_record(
     charger: &Charger,
     payments: &Payments<'_>,
