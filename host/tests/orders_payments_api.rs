@@ -1,7 +1,7 @@
 //! Every rule of API.md for orders and payments, over HTTP, on the embedded default.
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::stripe::StripeFake;
 use support::*;
 
@@ -17,18 +17,6 @@ fn app() -> App {
         .var("stripe_api_base", &stripe.base_url())
         .start();
     App { host, stripe }
-}
-
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 impl App {

@@ -3,7 +3,7 @@
 //! local Stripe stand-in that checks what it receives.
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use support::stripe::StripeFake;
 use support::*;
 
@@ -37,19 +37,6 @@ impl Platform {
                 .var("nats_url", &nats.url())
                 .var("timers_url", &redis.url()),
         }
-    }
-}
-
-/// Retries `f` until it returns Some, for events to make their way through the platform.
-#[track_caller]
-fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 

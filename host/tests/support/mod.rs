@@ -556,6 +556,20 @@ pub fn unique_email() -> String {
     )
 }
 
+/// Retries `f` until it returns Some (30 s at most), for events to make their way through
+/// the platform.
+#[track_caller]
+pub fn eventually<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs `f` on `n` threads released at the same moment; returns their results in order.
 pub fn at_once<T: Send + 'static>(
     n: usize,
