@@ -181,14 +181,15 @@ pub fn host(dir: &Path, spec: HostSpec<'_>) -> anyhow::Result<Service> {
     Service::spawn("ticketing up", cmd, port, state.join("host.log"))
 }
 
-/// `wasmtime serve` of `component` with the pooling allocator, like the host.
+/// `wasmtime serve` of `component` with the pooling allocator, like the host, and
+/// `wasi:cli` linked (spin-sdk components import its environment and stdio interfaces).
 pub fn wasmtime_serve(dir: &Path, component: &Path) -> anyhow::Result<Service> {
     let port = free_port();
     let mut cmd = Command::new("wasmtime");
     cmd.arg("serve")
         .arg("--addr")
         .arg(format!("127.0.0.1:{port}"))
-        .args(["-O", "pooling-allocator=y"])
+        .args(["-O", "pooling-allocator=y", "-S", "cli=y"])
         .arg(component);
     Service::spawn(
         "wasmtime serve",
