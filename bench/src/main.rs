@@ -586,6 +586,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ctx.report.instantiation = micro::instantiation(ctx.dir.path(), &list, iterations).await?;
     }
     ctx.report.settings["c1_overhead_us_host_minus_native"] = json!(upper);
+    ctx.report.machine["loadavg_at_end"] = json!(std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim());
 
     let markdown = markdown(&ctx.report);
     println!("{markdown}");
@@ -701,7 +704,9 @@ fn machine() -> Value {
         .map(|n| n.get())
         .unwrap_or(0);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    json!({"cpus": cpus, "cpu_model": cpu, "memory": mem, "kernel": kernel.trim()})
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    json!({"cpus": cpus, "cpu_model": cpu, "memory": mem, "kernel": kernel.trim(),
+           "loadavg_at_start": load.trim()})
 }
 
 fn markdown(r: &Report) -> String {
@@ -712,6 +717,11 @@ fn markdown(r: &Report) -> String {
         r.machine["cpu_model"].as_str().unwrap_or(""),
         r.machine["memory"].as_str().unwrap_or(""),
         r.machine["kernel"].as_str().unwrap_or("")
+    );
+    s += &format!(
+        "Load average (1/5/15 min) at start: {}, at end: {}\n\n",
+        r.machine["loadavg_at_start"].as_str().unwrap_or(""),
+        r.machine["loadavg_at_end"].as_str().unwrap_or("")
     );
     s += &format!("Command: `{}`\n\n", r.command);
     s += "| run | target | conns | req/s | p50 µs | p99 µs | max µs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|\n";

@@ -41,6 +41,11 @@ impl Service {
         cmd.stdout(out.try_clone()?)
             .stderr(out)
             .stdin(Stdio::null());
+        // With RUST_BACKTRACE=1 inherited, wasmtime captures a backtrace at every store drop
+        // (an error value built in its fiber clean-up), i.e. once per request: servers run
+        // as deployed, without it.
+        cmd.env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
         let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
         let mut service = Service {
             name: name.into(),
