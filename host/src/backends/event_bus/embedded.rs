@@ -190,14 +190,7 @@ impl EventBus for EmbeddedEventBus {
         subject: &str,
         options: &ConsumerOptions,
     ) -> anyhow::Result<Box<dyn Consumer>> {
-        subject::check_name(name).context("consumer name")?;
-        subject::check_filter(subject)?;
-        anyhow::ensure!(
-            self.shared.stream.covers(subject),
-            "consumer {name}: filter {subject:?} is not within the event stream's subjects {:?}",
-            self.shared.stream.subjects
-        );
-        options.check()?;
+        self.shared.stream.check_consumer(name, subject, options)?;
         let (owned_name, filter) = (name.to_owned(), subject.to_owned());
         self.shared
             .blocking(move |shared| {

@@ -197,6 +197,25 @@ impl StreamConfig {
             .iter()
             .any(|subjects| subject::covers(subjects, filter))
     }
+
+    /// What every bus checks before opening a consumer: a valid name and filter, and a
+    /// filter within the stream (NATS itself would accept a wider one, e.g. `>`, part of
+    /// which could never be delivered).
+    pub fn check_consumer(
+        &self,
+        name: &str,
+        filter: &str,
+        options: &ConsumerOptions,
+    ) -> anyhow::Result<()> {
+        subject::check_name(name).context("consumer name")?;
+        subject::check_filter(filter)?;
+        anyhow::ensure!(
+            self.covers(filter),
+            "consumer {name}: filter {filter:?} is not within the event stream's subjects {:?}",
+            self.subjects
+        );
+        options.check()
+    }
 }
 
 /// Opens the host's event bus: JetStream at `nats_url`, or the embedded queue in `embedded`

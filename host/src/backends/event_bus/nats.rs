@@ -121,16 +121,8 @@ impl EventBus for NatsEventBus {
         subject: &str,
         options: &ConsumerOptions,
     ) -> anyhow::Result<Box<dyn Consumer>> {
-        subject::check_name(name).context("consumer name")?;
-        subject::check_filter(subject)?;
-        // The server accepts a filter wider than the stream (e.g. `>`); refuse it like the
-        // embedded bus does, since part of it could never be delivered.
-        anyhow::ensure!(
-            self.stream_subjects.covers(subject),
-            "consumer {name}: filter {subject:?} is not within the event stream's subjects {:?}",
-            self.stream_subjects.subjects
-        );
-        options.check()?;
+        self.stream_subjects
+            .check_consumer(name, subject, options)?;
         // Create or update: a changed ack_wait or max_deliver in the config takes effect.
         let consumer = self
             .stream
