@@ -167,7 +167,7 @@ impl Ctx {
             .host_bin
             .clone()
             .unwrap_or_else(|| self.root.join("target/release/ticketing"));
-        let manifest = self.root.join("bench/spin.toml");
+        let manifest = bench_manifest(&self.root, self.dir.path())?;
         procs::host(
             self.dir.path(),
             HostSpec {
@@ -178,6 +178,22 @@ impl Ctx {
             },
         )
     }
+}
+
+/// The bench's app: the ticketing app of spin.toml as it is, plus the minimal `hello`
+/// component on /hello, written into the bench's temporary dir (component sources made
+/// absolute so they still point at the workspace's build output).
+fn bench_manifest(root: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let app = std::fs::read_to_string(root.join("spin.toml"))?;
+    let root = root.display();
+    let manifest = app.replace("source = \"", &format!("source = \"{root}/"))
+        + &format!(
+            "\n[[trigger.http]]\nroute = \"/hello\"\ncomponent = \"hello\"\n\n\
+             [component.hello]\nsource = \"{root}/target/wasm32-wasip2/release/ticketing_hello.wasm\"\n"
+        );
+    let path = dir.join("spin.toml");
+    std::fs::write(&path, manifest)?;
+    Ok(path)
 }
 
 fn get(addr: SocketAddr, path: &str) -> MakeRequest {

@@ -154,7 +154,7 @@ pub struct HostSpec<'a> {
 }
 
 pub const JWT_SECRET: &str = "bench-secret";
-/// Key-value store labels of bench/spin.toml.
+/// Key-value store labels of the app's spin.toml.
 const STORE_LABELS: [&str; 4] = ["auth", "tickets", "orders", "payments"];
 
 pub fn host(dir: &Path, spec: HostSpec<'_>) -> anyhow::Result<Service> {
