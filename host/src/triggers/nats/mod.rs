@@ -139,6 +139,14 @@ impl NatsTrigger {
         })
     }
 
+    /// Opens (or re-opens) the durable consumer behind `listener`.
+    async fn open_consumer(&self, listener: &Listener) -> anyhow::Result<Box<dyn Consumer>> {
+        let options = self.consumer_options();
+        self.bus
+            .consume(&listener.consumer, &listener.subject, &options)
+            .await
+    }
+
     fn consumer_options(&self) -> ConsumerOptions {
         ConsumerOptions {
             // One spare delivery for dead-lettering (see the module docs).
@@ -154,20 +162,12 @@ impl NatsTrigger {
         let (stop, stopped) = watch::channel(false);
         let mut consumers = Vec::new();
         for listener in &self.listeners {
-            let consumer = self
-                .bus
-                .consume(
-                    &listener.consumer,
-                    &listener.subject,
-                    &self.consumer_options(),
+            let consumer = self.open_consumer(listener).await.with_context(|| {
+                format!(
+                    "[[trigger.nats]] component `{}`: opening durable consumer `{}` on {}",
+                    listener.component, listener.consumer, listener.subject
                 )
-                .await
-                .with_context(|| {
-                    format!(
-                        "[[trigger.nats]] component `{}`: opening durable consumer `{}` on {}",
-                        listener.component, listener.consumer, listener.subject
-                    )
-                })?;
+            })?;
             tracing::info!(
                 component = %listener.component,
                 subject = %listener.subject,
@@ -234,15 +234,7 @@ impl NatsTrigger {
                     }
                     retry_after = (retry_after * 2).min(CONSUMER_RETRY_MAX);
                     // Open it again: a deleted consumer is re-created, a broken pull renewed.
-                    match self
-                        .bus
-                        .consume(
-                            &listener.consumer,
-                            &listener.subject,
-                            &self.consumer_options(),
-                        )
-                        .await
-                    {
+                    match self.open_consumer(&listener).await {
                         Ok(reopened) => consumer = reopened,
                         Err(error) => tracing::warn!(
                             consumer = %listener.consumer,
