@@ -23,6 +23,11 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
 }
 
 /// An order reserves its ticket (unless the order is already known to be cancelled).
+///
+/// The cancellation may be handled at the same moment: it marks the order cancelled, then
+/// releases the ticket if it sees the reservation. Checking the mark again after reserving
+/// closes the gap between the two: either the cancellation saw the reservation and released
+/// it, or it marked the order before this check, which then releases it here.
 fn order_created(order: OrderCreated) -> Result<(), ListenerError> {
     let tickets = Tickets::open()?;
     let outcome = tickets.update_if(&order.ticket.id, |ticket| {
@@ -31,7 +36,14 @@ fn order_created(order: OrderCreated) -> Result<(), ListenerError> {
         }
         Ok(ticket.reserved_by(&order.id))
     });
-    publish_state(&order.ticket.id, outcome.map(|updated| updated.value))
+    // Each version is published, so listeners applying them in order never meet a gap.
+    publish_state(&order.ticket.id, outcome.map(|updated| updated.value))?;
+    if tickets.is_order_cancelled(&order.id)? {
+        let outcome =
+            tickets.update_if(&order.ticket.id, |ticket| Ok(ticket.released_by(&order.id)));
+        publish_state(&order.ticket.id, outcome.map(|updated| updated.value))?;
+    }
+    Ok(())
 }
 
 /// A cancelled order releases its ticket, if that order is the one reserving it.
