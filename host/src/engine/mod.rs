@@ -25,7 +25,7 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Cache, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
+    Cache, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
     StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtx;
@@ -113,7 +113,6 @@ fn pooling(settings: &EngineSettings) -> PoolingAllocationConfig {
         .total_memories(max)
         .total_tables(max.saturating_mul(2))
         .total_stacks(max)
-        .total_gc_heaps(max)
         // A pool slot cannot exceed the default 4 GiB reservation; StoreLimits still
         // applies the exact per-instance cap.
         .max_memory_size(settings.max_instance_memory.min(4 << 30))
@@ -124,7 +123,10 @@ fn pooling(settings: &EngineSettings) -> PoolingAllocationConfig {
         // bench profile showed that round trip as a quarter of the host's CPU (Spin keeps
         // 2 MiB / 512 KiB too).
         .linear_memory_keep_resident(2 << 20)
-        .table_keep_resident(512 << 10);
+        .table_keep_resident(512 << 10)
+        // With Linux's PAGEMAP_SCAN (6.7+) only the pages an instance actually wrote are
+        // reset, instead of memset over the whole resident prefix; silently off elsewhere.
+        .pagemap_scan(Enabled::Auto);
     pool
 }
 
