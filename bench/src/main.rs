@@ -49,7 +49,8 @@ struct Args {
     /// Purchase-flow samples (one order each, one after the other).
     #[arg(long, default_value_t = 50)]
     purchases: usize,
-    /// Pending timers for the timer measurement.
+    /// Timers of the burst measurement (all due within one second); the steady one has a
+    /// tenth of them due over 5 s beside this many pending.
     #[arg(long, default_value_t = 100_000)]
     timers: usize,
     /// A few seconds end to end at small concurrency: checks the bench works, measures
@@ -59,9 +60,15 @@ struct Args {
     /// The host binary [default: target/release/ticketing].
     #[arg(long)]
     host_bin: Option<PathBuf>,
-    /// Skip parts: wasmtime, redis, purchase, timers, instantiation.
+    /// Instantiations of each component in the instantiation measurement.
+    #[arg(long, default_value_t = 5_000)]
+    instantiations: usize,
+    /// Skip parts: hello, wasmtime, tickets, redis, purchase, timers, instantiation.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
+    /// Run only these parts (same names as --skip).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
     /// Where the JSON report goes (the Markdown beside it, as .md) [default:
     /// bench/report.json; with --smoke, target/bench-smoke.json].
     #[arg(long)]
@@ -84,8 +91,10 @@ struct Report {
     runs: Vec<Run>,
     ratios: Vec<(String, f64)>,
     purchase: Option<Value>,
-    timers: Option<micro::TimersResult>,
+    timers: Vec<micro::TimersResult>,
     instantiation: Vec<micro::InstantiationResult>,
+    /// The native ceiling's ticket reads, for the Redis ratio.
+    native_read_rps: Option<f64>,
     rss_kib: Vec<(String, u64)>,
     wasm_bytes: Vec<(String, u64)>,
     not_measured: Vec<String>,
@@ -131,8 +140,10 @@ impl Ctx {
         }
     }
 
-    fn skipped(&self, part: &str) -> bool {
-        self.args.skip.iter().any(|s| s == part)
+    /// Whether `part` runs: not in --skip, and in --only when that is given.
+    fn wanted(&self, part: &str) -> bool {
+        !self.args.skip.iter().any(|s| s == part)
+            && (self.args.only.is_empty() || self.args.only.iter().any(|s| s == part))
     }
 
     async fn load(
@@ -260,14 +271,19 @@ async fn create_tickets(addr: SocketAddr, cookie: &str, n: usize) -> anyhow::Res
     Ok(tickets)
 }
 
-/// Ticket read and create against one host; returns the tickets it created for reads.
+/// Ticket read and create against one host (`platform`: "embedded" or "redis"); returns
+/// the tickets it created for reads.
 async fn tickets_scenario(
     ctx: &mut Ctx,
     host: &Service,
-    store: &str,
+    platform: &str,
 ) -> anyhow::Result<(Vec<Value>, LoadResult)> {
     let addr = host.addr();
-    let cookie = sign_up(addr, &format!("seller-{store}@example.com")).await?;
+    let cookie = sign_up(addr, &format!("seller-{platform}@example.com")).await?;
+    let target = match platform {
+        "redis" => "host, Redis store, NATS bus",
+        _ => "host, embedded store and bus",
+    };
     let tickets = create_tickets(addr, &cookie, 100).await?;
     let paths: Arc<Vec<String>> = Arc::new(
         tickets
@@ -280,7 +296,7 @@ async fn tickets_scenario(
     let read = ctx
         .load(
             "ticket read (GET /api/tickets/:id)",
-            &format!("host, {store} store"),
+            target,
             addr,
             ctx.spec(c, 200),
             Arc::new(move |n| {
@@ -297,7 +313,7 @@ async fn tickets_scenario(
     let create_cookie = cookie.clone();
     ctx.load(
         "ticket create (POST /api/tickets)",
-        &format!("host, {store} store"),
+        target,
         addr,
         ctx.spec(c, 201),
         Arc::new(move |n| {
@@ -399,16 +415,143 @@ async fn run(args: Args) -> anyhow::Result<()> {
         let bytes = std::fs::metadata(wasm_dir.join(format!("ticketing_{c}.wasm")))?.len();
         ctx.report.wasm_bytes.push((c.into(), bytes));
     }
-    let c = ctx.args.concurrency;
 
-    // 1. HTTP trigger overhead: hello on the host vs `wasmtime serve`, interleaved rounds.
-    let host = ctx.host(None, vec![])?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    ctx.report.rss_kib.push((
-        "host idle (embedded store, all components loaded)".into(),
-        host.rss_kib().unwrap_or(0),
-    ));
-    let wasmtime = if ctx.skipped("wasmtime") {
+    // 1 and 2: hello and tickets on one host on the embedded store.
+    if ctx.wanted("hello") || ctx.wanted("tickets") {
+        let host = ctx.host(None, vec![])?;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ctx.report.rss_kib.push((
+            "host idle (embedded store, all components loaded)".into(),
+            host.rss_kib().unwrap_or(0),
+        ));
+        let hello = if ctx.wanted("hello") {
+            Some(hello_vs_wasmtime(&mut ctx, &host, &wasm_dir).await?)
+        } else {
+            None
+        };
+        if ctx.wanted("tickets") {
+            tickets_vs_native(&mut ctx, host, hello).await?;
+        }
+    }
+
+    // 2b. Tickets on the production setup: Redis store and timers, NATS JetStream bus.
+    if !ctx.wanted("redis") {
+        ctx.report
+            .not_measured
+            .push("tickets on Redis + NATS: skipped".into());
+    } else {
+        let nats = procs::nats(ctx.dir.path())?;
+        let redis = procs::redis(ctx.dir.path())?;
+        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+        let host = ctx.host(
+            Some(redis_url.clone()),
+            vec![
+                ("nats_url", format!("nats://127.0.0.1:{}", nats.port)),
+                ("timers_url", redis_url),
+            ],
+        )?;
+        let (_, redis_read) = tickets_scenario(&mut ctx, &host, "redis").await?;
+        if let Some(native_rps) = ctx.report.native_read_rps {
+            ctx.report.ratios.push((
+                "ticket read req/s (Redis): host / native hyper".into(),
+                redis_read.rps / native_rps,
+            ));
+        }
+    }
+
+    // 3. Purchase flow on NATS + Redis.
+    if !ctx.wanted("purchase") {
+        ctx.report
+            .not_measured
+            .push("purchase flow: skipped".into());
+    } else {
+        match purchase(&mut ctx).await {
+            Ok(v) => ctx.report.purchase = Some(v),
+            Err(e) => ctx
+                .report
+                .not_measured
+                .push(format!("purchase flow failed: {e:#}")),
+        }
+    }
+
+    // 4. Timers.
+    if !ctx.wanted("timers") {
+        ctx.report.not_measured.push("timers: skipped".into());
+    } else {
+        // A burst (all due within one second: how fast the driver drains), then a steady
+        // rate the driver keeps up with while the store holds a large pending set.
+        let plans = [
+            micro::TimersPlan {
+                due: ctx.args.timers,
+                window_ms: 1000,
+                pending: 0,
+            },
+            micro::TimersPlan {
+                due: ctx.args.timers / 10,
+                window_ms: if ctx.args.smoke { 1000 } else { 5000 },
+                pending: ctx.args.timers,
+            },
+        ];
+        for plan in plans {
+            let redis = procs::redis(ctx.dir.path())?;
+            eprintln!("- timers in Redis: {plan:?}");
+            let r = micro::timers(
+                &format!("redis://127.0.0.1:{}", redis.port),
+                plan,
+                Duration::from_secs(120),
+            )
+            .await?;
+            eprintln!("  {r:?}");
+            ctx.report.timers.push(r);
+        }
+    }
+
+    // 5. Instantiation.
+    if !ctx.wanted("instantiation") {
+        ctx.report
+            .not_measured
+            .push("instantiation: skipped".into());
+    } else {
+        let list: Vec<(String, PathBuf)> = ["hello", "tickets"]
+            .iter()
+            .map(|c| (c.to_string(), wasm_dir.join(format!("ticketing_{c}.wasm"))))
+            .collect();
+        let iterations = if ctx.args.smoke {
+            200
+        } else {
+            ctx.args.instantiations
+        };
+        eprintln!("- instantiation ({iterations} each)");
+        ctx.report.instantiation = micro::instantiation(ctx.dir.path(), &list, iterations).await?;
+    }
+    ctx.report.machine["loadavg_at_end"] = json!(std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim());
+
+    let markdown = markdown(&ctx.report);
+    println!("{markdown}");
+    std::fs::write(
+        &json_path,
+        serde_json::to_string_pretty(&ctx.report)? + "\n",
+    )?;
+    std::fs::write(json_path.with_extension("md"), &markdown)?;
+    eprintln!(
+        "wrote {} and {}",
+        json_path.display(),
+        json_path.with_extension("md").display()
+    );
+    Ok(())
+}
+
+/// Part 1: `hello` on the host against `wasmtime serve`, interleaved rounds, then the host
+/// at one connection. Returns the host's mean hello req/s and its one-connection run.
+async fn hello_vs_wasmtime(
+    ctx: &mut Ctx,
+    host: &Service,
+    wasm_dir: &Path,
+) -> anyhow::Result<(f64, LoadResult)> {
+    let c = ctx.args.concurrency;
+    let wasmtime = if !ctx.wanted("wasmtime") {
         ctx.report
             .not_measured
             .push("wasmtime serve: skipped (--skip wasmtime)".into());
@@ -487,10 +630,19 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let host_c1 = ctx
         .load("hello", "host", addr, ctx.spec(1, 200), get(addr, "/hello"))
         .await?;
+    Ok((host_hello_rps, host_c1))
+}
 
-    // 2. Tickets on the embedded store, and the native ceiling.
+/// Part 2: ticket read and create on the embedded store (the host is stopped afterwards),
+/// then the native ceiling; with `hello` from part 1, the ratios against it.
+async fn tickets_vs_native(
+    ctx: &mut Ctx,
+    host: Service,
+    hello: Option<(f64, LoadResult)>,
+) -> anyhow::Result<()> {
+    let c = ctx.args.concurrency;
     let (tickets, emb_read) = {
-        let (p_out, p) = peak_rss(host.pid(), tickets_scenario(&mut ctx, &host, "embedded")).await;
+        let (p_out, p) = peak_rss(host.pid(), tickets_scenario(ctx, &host, "embedded")).await;
         ctx.report.rss_kib.push((
             format!("host peak under ticket read+create (embedded, c={c})"),
             p,
@@ -502,7 +654,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|t| serde_json::from_value(t.clone()))
         .collect::<Result<_, _>>()?;
-    let native_paths: Arc<Vec<String>> = Arc::new(
+    let paths: Arc<Vec<String>> = Arc::new(
         native_tickets
             .iter()
             .map(|t| format!("/api/tickets/{}", t.id))
@@ -510,7 +662,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     );
     let server = native::start(native_tickets, 2)?;
     let addr = server.addr;
-    let paths = native_paths.clone();
     let native_read = ctx
         .load(
             "ticket read (GET /api/tickets/:id)",
@@ -522,106 +673,31 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }),
         )
         .await?;
-    let native_c1 = ctx
-        .load(
-            "hello",
-            "native hyper",
-            addr,
-            ctx.spec(1, 200),
-            get(addr, "/hello"),
-        )
-        .await?;
-    drop(server);
+    ctx.report.native_read_rps = Some(native_read.rps);
     ctx.report.ratios.push((
         "ticket read req/s (embedded): host / native hyper".into(),
         emb_read.rps / native_read.rps,
     ));
-    ctx.report.ratios.push((
-        "ticket read req/s (embedded) / host hello req/s".into(),
-        emb_read.rps / host_hello_rps,
-    ));
-
-    let upper = host_c1.mean_us - native_c1.mean_us;
-    eprintln!("  per-request overhead at c=1 (host hello mean - native hello mean): {upper:.0} µs");
-
-    // 2b. Tickets on Redis.
-    if ctx.skipped("redis") {
-        ctx.report
-            .not_measured
-            .push("tickets on Redis: skipped".into());
-    } else {
-        let redis = procs::redis(ctx.dir.path())?;
-        let host = ctx.host(Some(format!("redis://127.0.0.1:{}", redis.port)), vec![])?;
-        let (_, redis_read) = tickets_scenario(&mut ctx, &host, "redis").await?;
+    if let Some((host_hello_rps, host_c1)) = hello {
+        let native_c1 = ctx
+            .load(
+                "hello",
+                "native hyper",
+                addr,
+                ctx.spec(1, 200),
+                get(addr, "/hello"),
+            )
+            .await?;
         ctx.report.ratios.push((
-            "ticket read req/s (Redis): host / native hyper".into(),
-            redis_read.rps / native_read.rps,
+            "ticket read req/s (embedded) / host hello req/s".into(),
+            emb_read.rps / host_hello_rps,
         ));
+        let upper = host_c1.mean_us - native_c1.mean_us;
+        eprintln!(
+            "  per-request overhead at c=1 (host hello mean - native hello mean): {upper:.0} µs"
+        );
+        ctx.report.settings["c1_overhead_us_host_minus_native"] = json!(upper);
     }
-
-    // 3. Purchase flow on NATS + Redis.
-    if ctx.skipped("purchase") {
-        ctx.report
-            .not_measured
-            .push("purchase flow: skipped".into());
-    } else {
-        match purchase(&mut ctx).await {
-            Ok(v) => ctx.report.purchase = Some(v),
-            Err(e) => ctx
-                .report
-                .not_measured
-                .push(format!("purchase flow failed: {e:#}")),
-        }
-    }
-
-    // 4. Timers.
-    if ctx.skipped("timers") {
-        ctx.report.not_measured.push("timers: skipped".into());
-    } else {
-        let redis = procs::redis(ctx.dir.path())?;
-        eprintln!("- {} timers in Redis", ctx.args.timers);
-        let r = micro::timers(
-            &format!("redis://127.0.0.1:{}", redis.port),
-            ctx.args.timers,
-            Duration::from_secs(1),
-            Duration::from_secs(120),
-        )
-        .await?;
-        eprintln!("  {r:?}");
-        ctx.report.timers = Some(r);
-    }
-
-    // 5. Instantiation.
-    if ctx.skipped("instantiation") {
-        ctx.report
-            .not_measured
-            .push("instantiation: skipped".into());
-    } else {
-        let list: Vec<(String, PathBuf)> = ["hello", "tickets"]
-            .iter()
-            .map(|c| (c.to_string(), wasm_dir.join(format!("ticketing_{c}.wasm"))))
-            .collect();
-        let iterations = if ctx.args.smoke { 200 } else { 5_000 };
-        eprintln!("- instantiation ({iterations} each)");
-        ctx.report.instantiation = micro::instantiation(ctx.dir.path(), &list, iterations).await?;
-    }
-    ctx.report.settings["c1_overhead_us_host_minus_native"] = json!(upper);
-    ctx.report.machine["loadavg_at_end"] = json!(std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .trim());
-
-    let markdown = markdown(&ctx.report);
-    println!("{markdown}");
-    std::fs::write(
-        &json_path,
-        serde_json::to_string_pretty(&ctx.report)? + "\n",
-    )?;
-    std::fs::write(json_path.with_extension("md"), &markdown)?;
-    eprintln!(
-        "wrote {} and {}",
-        json_path.display(),
-        json_path.with_extension("md").display()
-    );
     Ok(())
 }
 
@@ -764,20 +840,37 @@ fn markdown(r: &Report) -> String {
             p["orders"], p["flow_p50_ms"], p["flow_p99_ms"], p["flow_max_ms"], p["post_order_p50_ms"], p["post_order_p99_ms"]
         );
     }
-    if let Some(t) = &r.timers {
-        s += &format!(
-            "\nTimers ({} in Redis, due over {} ms): fired {} in {} ms = {:.0}/s; lateness p50 {} ms, p99 {} ms, max {} ms; scheduling {:.0}/s\n",
-            t.timers, t.due_window_ms, t.fired, t.fire_span_ms, t.fired_per_s, t.lateness_p50_ms,
-            t.lateness_p99_ms, t.lateness_max_ms, t.schedule_per_s
-        );
+    if !r.timers.is_empty() {
+        s += "\n| timers in Redis: due (over ms) + pending | scheduled/s | fired | fired/s | early | lateness p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
+        for t in &r.timers {
+            s += &format!(
+                "| {} (over {}) + {} | {:.0} | {} | {:.0} | {} | {} | {} | {} |\n",
+                t.plan.due,
+                t.plan.window_ms,
+                t.plan.pending,
+                t.schedule_per_s,
+                t.fired,
+                t.fired_per_s,
+                t.fired_early,
+                t.lateness_p50_ms,
+                t.lateness_p99_ms,
+                t.lateness_max_ms
+            );
+        }
     }
     if !r.instantiation.is_empty() {
-        s += "\n| instantiation (new store + instantiate, pooling) | p50 µs | p99 µs | mean µs |\n|---|---:|---:|---:|\n";
+        s += "\n| instantiation (pooling) | step | p50 µs | p99 µs | mean µs |\n|---|---|---:|---:|---:|\n";
         for i in &r.instantiation {
-            s += &format!(
-                "| {} | {:.1} | {:.1} | {:.1} |\n",
-                i.component, i.p50_us, i.p99_us, i.mean_us
-            );
+            for (step, p) in [
+                ("new store + instantiate", &i.instantiate),
+                ("store drop (slot reset)", &i.teardown),
+                ("both", &i.total),
+            ] {
+                s += &format!(
+                    "| {} | {step} | {:.1} | {:.1} | {:.1} |\n",
+                    i.component, p.p50_us, p.p99_us, p.mean_us
+                );
+            }
         }
     }
     if let Some(v) = r.settings.get("c1_overhead_us_host_minus_native") {

@@ -26,11 +26,29 @@ use tokio::sync::{mpsc, Notify};
 pub struct InstantiationResult {
     pub component: String,
     pub iterations: usize,
-    /// `Runtime::new_store` + `InstancePre::instantiate_async`, store dropped afterwards
-    /// (the drop, which returns the pool slot, is included).
+    /// `Runtime::new_store` + `InstancePre::instantiate_async`: what a request waits for.
+    pub instantiate: Percentiles,
+    /// Dropping the store, which resets and returns the pool slot.
+    pub teardown: Percentiles,
+    /// Both, measured as one span.
+    pub total: Percentiles,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Percentiles {
     pub p50_us: f64,
     pub p99_us: f64,
     pub mean_us: f64,
+}
+
+impl Percentiles {
+    fn of(hist: &Histogram<u64>) -> Percentiles {
+        Percentiles {
+            p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
+            p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
+            mean_us: hist.mean() / 1000.0,
+        }
+    }
 }
 
 /// Instantiates each component `iterations` times, one at a time, the way the HTTP trigger
@@ -69,7 +87,8 @@ pub async fn instantiation(
     let mut results = Vec::new();
     for (id, _) in components {
         let component = runtime.component(id).context("loaded")?.clone();
-        let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3)?;
+        let new_hist = || Histogram::<u64>::new_with_bounds(1, 60_000_000_000, 3);
+        let (mut instantiate, mut teardown, mut total) = (new_hist()?, new_hist()?, new_hist()?);
         for i in 0..iterations + iterations / 10 {
             let started = Instant::now();
             let mut store = runtime.new_store(&component, Instant::now() + Duration::from_secs(30));
@@ -78,18 +97,21 @@ pub async fn instantiation(
                 .instantiate_async(&mut store)
                 .await
                 .map_err(anyhow::Error::from)?;
+            let instantiated = Instant::now();
             drop(store);
-            let took = started.elapsed();
+            let done = Instant::now();
             if i >= iterations / 10 {
-                hist.saturating_record(took.as_nanos() as u64);
+                instantiate.saturating_record((instantiated - started).as_nanos() as u64);
+                teardown.saturating_record((done - instantiated).as_nanos() as u64);
+                total.saturating_record((done - started).as_nanos() as u64);
             }
         }
         results.push(InstantiationResult {
             component: id.clone(),
             iterations,
-            p50_us: hist.value_at_quantile(0.5) as f64 / 1000.0,
-            p99_us: hist.value_at_quantile(0.99) as f64 / 1000.0,
-            mean_us: hist.mean() / 1000.0,
+            instantiate: Percentiles::of(&instantiate),
+            teardown: Percentiles::of(&teardown),
+            total: Percentiles::of(&total),
         });
     }
     Ok(results)
@@ -119,13 +141,24 @@ impl EventBus for RecordingBus {
     }
 }
 
+/// What the timer measurement schedules: `due` timers due evenly over `window` (starting
+/// once everything is scheduled), beside `pending` timers due an hour later that only sit
+/// in the store, as a full store of not-yet-expired orders would.
+#[derive(Debug, Clone, Serialize)]
+pub struct TimersPlan {
+    pub due: usize,
+    pub window_ms: u64,
+    pub pending: usize,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TimersResult {
-    pub timers: usize,
-    /// Timers are due evenly over this window, starting once all are scheduled.
-    pub due_window_ms: u64,
+    #[serde(flatten)]
+    pub plan: TimersPlan,
     pub schedule_per_s: f64,
     pub fired: usize,
+    /// Fired before their due time (a bug if ever above zero).
+    pub fired_early: usize,
     /// From the first due time to the last fire.
     pub fire_span_ms: u64,
     pub fired_per_s: f64,
@@ -134,34 +167,39 @@ pub struct TimersResult {
     pub lateness_max_ms: u64,
 }
 
-/// Schedules `count` timers in the Redis timer store at `redis_url` (64 concurrent
-/// schedulers), due evenly over `window` after a lead time, then runs the host's timer driver
-/// (default settings) onto a recording bus until all have fired or `limit` passes.
+/// Schedules `plan` in the Redis timer store at `redis_url` (64 concurrent schedulers),
+/// then runs the host's timer driver (default settings) onto a recording bus until every
+/// due timer has fired or `limit` passes.
 pub async fn timers(
     redis_url: &str,
-    count: usize,
-    window: Duration,
+    plan: TimersPlan,
     limit: Duration,
 ) -> anyhow::Result<TimersResult> {
     let store: Arc<dyn TimerStore> =
         Arc::new(RedisTimers::connect(redis_url, "bench:timers:").await?);
+    let total = plan.due + plan.pending;
     // Lead: enough for scheduling at ≥ 20k/s, so nothing is due before the driver starts.
-    let lead_ms = 1000 + count as u64 / 20;
+    let lead_ms = 1000 + total as u64 / 20;
     let first_due = now_unix_ms() + lead_ms;
-    let window_ms = window.as_millis() as u64;
+    let pending_due = first_due + plan.window_ms + 3_600_000;
     let started = Instant::now();
     let next = Arc::new(AtomicU64::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..64 {
         let store = store.clone();
         let next = next.clone();
+        let plan = plan.clone();
         tasks.spawn(async move {
             loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= count as u64 {
+                let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                if i >= total {
                     return anyhow::Ok(());
                 }
-                let due = first_due + i * window_ms / count.max(1) as u64;
+                let due = if i < plan.due {
+                    first_due + i as u64 * plan.window_ms / plan.due as u64
+                } else {
+                    pending_due
+                };
                 store
                     .schedule(
                         &format!("t{i}"),
@@ -188,13 +226,14 @@ pub async fn timers(
         TimerDriverSettings::default(),
     );
     let mut hist = Histogram::<u64>::new_with_bounds(1, 3_600_000, 3)?;
-    let mut fired = 0usize;
+    let (mut fired, mut fired_early) = (0usize, 0usize);
     let mut last_fire = 0u64;
     let deadline = tokio::time::Instant::now() + limit;
-    while fired < count {
+    while fired < plan.due {
         match tokio::time::timeout_at(deadline, rx.recv()).await {
             Ok(Some((due, at))) => {
                 fired += 1;
+                fired_early += usize::from(at < due);
                 last_fire = last_fire.max(at);
                 hist.saturating_record(at.saturating_sub(due));
             }
@@ -204,10 +243,10 @@ pub async fn timers(
     driver.stop().await;
     let span = last_fire.saturating_sub(first_due).max(1);
     Ok(TimersResult {
-        timers: count,
-        due_window_ms: window_ms,
-        schedule_per_s: count as f64 / schedule_secs,
+        plan,
+        schedule_per_s: total as f64 / schedule_secs,
         fired,
+        fired_early,
         fire_span_ms: span,
         fired_per_s: fired as f64 * 1000.0 / span as f64,
         lateness_p50_ms: hist.value_at_quantile(0.5),
