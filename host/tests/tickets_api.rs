@@ -10,6 +10,7 @@ on_every_backend!(
     create_show_and_list,
     update_checks_in_the_documented_order,
     concurrent_updates_each_bump_the_version_once,
+    concurrent_creates_are_all_listed_in_creation_order,
     malformed_and_unknown_ids_are_not_found,
     bad_requests_get_clear_errors,
 );
@@ -220,6 +221,49 @@ fn concurrent_updates_each_bump_the_version_once(host: &Host) {
         "each update is applied exactly once, in some order"
     );
     assert_eq!(host.client().get(&path).json()["version"], 12);
+}
+
+fn concurrent_creates_are_all_listed_in_creation_order(host: &Host) {
+    let mut seller = host.client();
+    seller.sign_up();
+    let (writers, per_writer) = (8, 5);
+    let created: Vec<Vec<String>> = at_once(writers, move |w| {
+        let mut client = seller.clone();
+        (0..per_writer)
+            .map(|k| {
+                let reply = client.post(
+                    "/api/tickets",
+                    json!({"title": format!("w{w}-{k}"), "price": 5}),
+                );
+                assert_eq!(reply.status, 201, "{}", reply.body);
+                reply.json()["id"].as_str().unwrap().to_owned()
+            })
+            .collect()
+    });
+    let listed: Vec<String> = host
+        .client()
+        .get("/api/tickets")
+        .json()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<&String> = created.iter().flatten().collect();
+    let mut got: Vec<&String> = listed.iter().collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "every created ticket is listed, once");
+    for ids in &created {
+        let positions: Vec<usize> = ids
+            .iter()
+            .map(|id| listed.iter().position(|l| l == id).unwrap())
+            .collect();
+        assert!(
+            positions.windows(2).all(|p| p[0] < p[1]),
+            "a writer's tickets are listed in the order it created them: {positions:?}"
+        );
+    }
 }
 
 fn malformed_and_unknown_ids_are_not_found(host: &Host) {

@@ -13,6 +13,7 @@ use anyhow::{anyhow, Context};
 use serde::{de::DeserializeOwned, Serialize};
 use spin_sdk::wit::wasi::keyvalue::{
     atomics::{self, Cas, CasError},
+    batch,
     store::{self, Bucket},
 };
 
@@ -22,6 +23,9 @@ use crate::errors::ApiError;
 /// with a 500. Conflicts are short-lived (another request's single write), so this is
 /// only reached by a pathological hot key.
 pub const MAX_CAS_ATTEMPTS: u32 = 50;
+
+/// Keys per `get-many` call: bounds the size of one message between guest and host.
+pub const GET_MANY_BATCH: usize = 256;
 
 /// One service's key-value store.
 pub struct Store {
@@ -121,26 +125,59 @@ impl Store {
         })
     }
 
-    /// Appends `id` to the list of ids under `index_key` (created empty), unless it is
-    /// already there. Services keep such indexes to list entities in creation order
-    /// without scanning keys.
-    pub fn append_to_index(&self, index_key: &str, id: &str) -> Result<(), ApiError> {
-        let key = self.namespaced(index_key);
-        self.swap_with_retries(&key, |current| {
-            let mut ids: Vec<String> = match current {
-                Some(bytes) => decode(&key, &bytes)?,
-                None => Vec::new(),
-            };
-            if !ids.iter().any(|existing| existing == id) {
-                ids.push(id.to_owned());
-            }
-            Ok((Some(encode(&ids)?), ()))
-        })
+    /// Appends `id` to the index `index` (an append-only list of ids). An index is one key
+    /// per entry, `<index>:<n>`, numbered by the counter `<index>:count` with the atomic
+    /// increment: an append is one increment and one write whatever the index's length,
+    /// and concurrent appends never conflict. (A single key holding the whole list had to
+    /// be rewritten, and fought over, by every append: with 16 concurrent ticket creates,
+    /// compare-and-swap retries pushed the p99 to 0.4 s.)
+    pub fn append_to_index(&self, index: &str, id: &str) -> Result<(), ApiError> {
+        let counter = self.namespaced(&index_counter_key(index));
+        let n = atomics::increment(&self.bucket, &counter, 1)
+            .map_err(|e| anyhow!("incrementing {counter}: {e:?}"))?;
+        self.put(&index_entry_key(index, n), &id)
     }
 
-    /// The ids under `index_key`, oldest first (empty if the index does not exist yet).
-    pub fn read_index(&self, index_key: &str) -> Result<Vec<String>, ApiError> {
-        Ok(self.get(index_key)?.unwrap_or_default())
+    /// The ids in the index `index`, in the order they were appended (empty if the index
+    /// does not exist yet). An entry whose write never happened (its append failed after
+    /// the increment) is skipped, and an id appended twice is listed once.
+    pub fn read_index(&self, index: &str) -> Result<Vec<String>, ApiError> {
+        let counter = self.namespaced(&index_counter_key(index));
+        // Adding 0 reads the counter in the format the host keeps it in.
+        let count = atomics::increment(&self.bucket, &counter, 0)
+            .map_err(|e| anyhow!("reading {counter}: {e:?}"))?;
+        let keys: Vec<String> = (1..=count).map(|n| index_entry_key(index, n)).collect();
+        let mut seen = std::collections::HashSet::new();
+        Ok(self
+            .get_many::<String>(&keys)?
+            .into_iter()
+            .flatten()
+            .filter(|id| seen.insert(id.clone()))
+            .collect())
+    }
+
+    /// The values under `keys`, in the same order (`None` where a key is absent), read in
+    /// batches of [`GET_MANY_BATCH`] keys per call to the host.
+    pub fn get_many<T: DeserializeOwned>(
+        &self,
+        keys: &[String],
+    ) -> Result<Vec<Option<T>>, ApiError> {
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(GET_MANY_BATCH) {
+            let namespaced: Vec<String> = chunk.iter().map(|key| self.namespaced(key)).collect();
+            let found = batch::get_many(&self.bucket, &namespaced)
+                .map_err(|e| anyhow!("reading {} keys: {e:?}", namespaced.len()))?;
+            // Hosts return only the keys that exist, not necessarily in order.
+            let mut found: std::collections::HashMap<String, Option<Vec<u8>>> =
+                found.into_iter().collect();
+            for key in namespaced {
+                values.push(match found.remove(&key).flatten() {
+                    Some(bytes) => Some(decode(&key, &bytes)?),
+                    None => None,
+                });
+            }
+        }
+        Ok(values)
     }
 
     /// The compare-and-swap loop under every conditional write: `next` turns the current
@@ -197,6 +234,14 @@ impl<T> Updated<T> {
             written: false,
         }
     }
+}
+
+fn index_counter_key(index: &str) -> String {
+    format!("{index}:count")
+}
+
+fn index_entry_key(index: &str, n: i64) -> String {
+    format!("{index}:{n}")
 }
 
 /// The key as stored: `<label>:<key>`.

@@ -2,7 +2,8 @@
 //!
 //! - `order:<id>` → the order JSON as the API shows it (with the ticket as it was when the
 //!   order was placed), plus `eventPending: true` while its cancellation is not published yet
-//! - `user-orders:<userId>` → the ids of the user's orders, oldest first (listing index)
+//! - `user-orders:<userId>:count`, `user-orders:<userId>:<n>` → the ids of the user's
+//!   orders, oldest first (the listing index, see `Store::append_to_index`)
 //! - `reservation:<ticketId>` → the id of the order holding the ticket, `null` once that
 //!   order released it. Created with `insert_new` and taken over only by compare-and-swap,
 //!   so of concurrent orders for one ticket exactly one holds it. Never deleted.
@@ -175,13 +176,19 @@ impl<'a> Orders<'a> {
 
     /// The user's orders, oldest first.
     pub fn of_user(&self, user_id: &str) -> Result<Vec<Order>, ApiError> {
-        let mut orders = Vec::new();
-        for id in self.store.read_index(&user_orders_key(user_id))? {
-            if let Some(order) = self.find(&id)? {
-                orders.push(order);
-            }
-        }
-        Ok(orders)
+        let keys: Vec<String> = self
+            .store
+            .read_index(&user_orders_key(user_id))?
+            .iter()
+            .map(|id| order_key(id))
+            .collect();
+        Ok(self
+            .store
+            .get_many::<StoredOrder>(&keys)?
+            .into_iter()
+            .flatten()
+            .map(|stored| stored.order)
+            .collect())
     }
 
     /// Saves a new order if it wins its ticket's reservation; `false` (and nothing saved)

@@ -1,7 +1,8 @@
 //! The ticket model and its keys in the `tickets` store:
 //!
 //! - `ticket:<id>` → the ticket JSON, exactly as the API shows it
-//! - `ticket-ids` → the ids of all tickets, oldest first (append-only index for listing)
+//! - `ticket-ids:count`, `ticket-ids:<n>` → the ids of all tickets, oldest first (the
+//!   append-only index for listing, see `Store::append_to_index`)
 //! - `cancelled-order:<orderId>` → the id of the order's ticket: orders known to be
 //!   cancelled, so that an `order.created` delivered after its `order.cancelled` does not
 //!   reserve the ticket again
@@ -120,13 +121,13 @@ impl Tickets {
 
     /// All tickets, oldest first.
     pub fn all(&self) -> Result<Vec<Ticket>, ApiError> {
-        let mut tickets = Vec::new();
-        for id in self.store.read_index(INDEX_KEY)? {
-            if let Some(ticket) = self.store.get(&ticket_key(&id))? {
-                tickets.push(ticket);
-            }
-        }
-        Ok(tickets)
+        let keys: Vec<String> = self
+            .store
+            .read_index(INDEX_KEY)?
+            .iter()
+            .map(|id| ticket_key(id))
+            .collect();
+        Ok(self.store.get_many(&keys)?.into_iter().flatten().collect())
     }
 
     /// Changes a ticket with the store's versioned update (see `Store::update`); an unknown

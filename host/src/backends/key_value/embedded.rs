@@ -182,6 +182,10 @@ impl KeyValueBackend for EmbeddedKeyValue {
                 Some(value) => parse_counter(value.value())?,
                 None => 0,
             };
+            // Adding 0 is how guests read a counter: no commit (and no fsync) for it.
+            if delta == 0 {
+                return Ok((current, false));
+            }
             let next = current
                 .checked_add(delta)
                 .context("increment would overflow")?;
@@ -305,6 +309,10 @@ mod tests {
         assert_eq!(store.increment("n", 5).await.unwrap(), 5);
         assert_eq!(store.increment("n", -7).await.unwrap(), -2);
         assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"-2"[..]));
+        // Adding 0 reads: an absent counter stays absent.
+        assert_eq!(store.increment("n", 0).await.unwrap(), -2);
+        assert_eq!(store.increment("absent", 0).await.unwrap(), 0);
+        assert!(!store.exists("absent").await.unwrap());
 
         store.set("m", b"40").await.unwrap();
         assert_eq!(store.increment("m", 2).await.unwrap(), 42);
