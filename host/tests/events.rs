@@ -184,6 +184,47 @@ fn a_redelivered_event_changes_nothing_twice() {
 }
 
 #[test]
+fn a_custom_events_prefix_carries_the_events_end_to_end() {
+    let (nats, redis) = (Nats::start(), Redis::start());
+    let host = servers_host(&nats, &redis, 900)
+        .var("events_prefix", "acme.prod")
+        .start();
+    let bus = Bus::connect(&nats);
+    let (custom, default) = (bus.record("acme.prod.>"), bus.record("ticketing.>"));
+    let mut seller = host.client();
+    seller.sign_up();
+    let ticket = seller
+        .post("/api/tickets", json!({"title": "Prefixed", "price": 5}))
+        .json();
+    let ticket_path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
+    let mut buyer = host.client();
+    buyer.sign_up();
+    // The orders service heard ticket.created, and the tickets service order.created.
+    let order = eventually("the orders service knows the ticket", || {
+        let r = buyer.post("/api/orders", json!({"ticketId": ticket["id"]}));
+        (r.status == 201).then(|| r.json())
+    });
+    eventually("the ticket shows the order", || {
+        (buyer.get(&ticket_path).json()["orderId"] == order["id"]).then_some(())
+    });
+    let subjects: Vec<String> = custom.lock().unwrap().iter().map(|m| m.0.clone()).collect();
+    for expected in [
+        "acme.prod.ticket.created",
+        "acme.prod.order.created",
+        "acme.prod.ticket.updated",
+    ] {
+        assert!(
+            subjects.iter().any(|s| s == expected),
+            "{expected} in {subjects:?}"
+        );
+    }
+    assert!(
+        default.lock().unwrap().is_empty(),
+        "nothing under the default prefix"
+    );
+}
+
+#[test]
 fn a_poison_message_ends_in_the_dead_letter_subject() {
     let (nats, redis) = (Nats::start(), Redis::start());
     let host = servers_host(&nats, &redis, 900).start();
