@@ -136,7 +136,10 @@ fn parse_counter(bytes: &[u8]) -> anyhow::Result<i64> {
 #[async_trait]
 impl KeyValueBackend for EmbeddedKeyValue {
     async fn get(&self, key: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        let value = self.read_inline()?.get(key)?.map(|value| value.value().to_vec());
+        let value = self
+            .read_inline()?
+            .get(key)?
+            .map(|value| value.value().to_vec());
         Ok(value)
     }
 
