@@ -10,7 +10,7 @@ use tokio::sync::Notify;
 use wasmtime::component::{HasSelf, Linker};
 
 use self::bindings::ticketing::platform::scheduler::{self, Error};
-use crate::backends::event_bus::subject;
+use crate::backends::event_bus::{subject, EventBus};
 use crate::backends::timers::TimerStore;
 
 /// Rust bindings of the `scheduler-host` world, generated from the WIT in `wit/`.
@@ -41,15 +41,23 @@ pub struct SchedulerCtx {
     /// Signalled after each schedule so this host's timer driver looks again at once (a
     /// timer due now fires without waiting for the next poll).
     wake: Arc<Notify>,
+    /// Where fired timers are published: a subject it does not store is refused up front.
+    events: Arc<dyn EventBus>,
 }
 
 impl SchedulerCtx {
     /// The scheduler of one instance of component `component_id`.
-    pub fn new(component_id: &str, timers: Arc<dyn TimerStore>, wake: Arc<Notify>) -> Self {
+    pub fn new(
+        component_id: &str,
+        timers: Arc<dyn TimerStore>,
+        wake: Arc<Notify>,
+        events: Arc<dyn EventBus>,
+    ) -> Self {
         Self {
             namespace: format!("{component_id}/"),
             timers,
             wake,
+            events,
         }
     }
 
@@ -90,6 +98,12 @@ impl scheduler::Host for SchedulerCtx {
         // Rejected now rather than failing at every firing attempt later.
         if let Err(error) = subject::check_subject(&subject) {
             return Ok(Err(Error::Other(format!("{error:#}"))));
+        }
+        if !self.events.captures(&subject) {
+            return Ok(Err(Error::Other(format!(
+                "subject {subject:?} is outside the event stream's subjects: the timer \
+                 could never be published"
+            ))));
         }
         if payload.len() > MAX_PAYLOAD_LEN {
             return Ok(Err(Error::Other(format!(
@@ -138,6 +152,7 @@ pub fn add_to_linker<T: Send + 'static>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backends::event_bus::StreamConfig;
     use crate::backends::key_value::EmbeddedState;
     use crate::backends::timers::EmbeddedTimers;
     use scheduler::Host as _;
@@ -146,6 +161,14 @@ mod tests {
     fn embedded_timers(dir: &tempfile::TempDir) -> Arc<dyn TimerStore> {
         let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
         Arc::new(EmbeddedTimers::open(&state).unwrap())
+    }
+
+    /// An embedded event bus storing the default stream's subjects (`ticketing.>`).
+    async fn embedded_bus(dir: &tempfile::TempDir) -> Arc<dyn EventBus> {
+        let state = EmbeddedState::open(dir.path().join("bus.redb")).unwrap();
+        crate::backends::event_bus::open("", &StreamConfig::default(), &state)
+            .await
+            .unwrap()
     }
 
     #[test]
@@ -160,8 +183,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let timers = embedded_timers(&dir);
         let wake = Arc::new(Notify::new());
-        let mut expiration = SchedulerCtx::new("expiration", timers.clone(), wake.clone());
-        let mut other = SchedulerCtx::new("other", timers.clone(), wake.clone());
+        let bus = embedded_bus(&dir).await;
+        let mut expiration =
+            SchedulerCtx::new("expiration", timers.clone(), wake.clone(), bus.clone());
+        let mut other = SchedulerCtx::new("other", timers.clone(), wake.clone(), bus);
 
         expiration
             .schedule(
@@ -190,7 +215,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let timers = embedded_timers(&dir);
         let wake = Arc::new(Notify::new());
-        let mut ctx = SchedulerCtx::new("expiration", timers.clone(), wake.clone());
+        let bus = embedded_bus(&dir).await;
+        let mut ctx = SchedulerCtx::new("expiration", timers.clone(), wake.clone(), bus);
 
         ctx.schedule("k".into(), 1, "ticketing.x".into(), vec![])
             .await
@@ -210,7 +236,8 @@ mod tests {
     async fn invalid_requests_are_errors_not_traps() {
         let dir = tempfile::tempdir().unwrap();
         let timers = embedded_timers(&dir);
-        let mut ctx = SchedulerCtx::new("expiration", timers.clone(), Arc::new(Notify::new()));
+        let bus = embedded_bus(&dir).await;
+        let mut ctx = SchedulerCtx::new("expiration", timers.clone(), Arc::new(Notify::new()), bus);
         let subject = || "ticketing.expiration.complete".to_owned();
 
         let rejected = [
@@ -222,6 +249,14 @@ mod tests {
             ctx.schedule("k".into(), 1, "has space".into(), vec![])
                 .await,
             ctx.schedule("k".into(), 1, String::new(), vec![]).await,
+            // Outside the stream's subjects: it could never be published.
+            ctx.schedule(
+                "k".into(),
+                1,
+                "elsewhere.expiration.complete".into(),
+                vec![],
+            )
+            .await,
             ctx.schedule("k".into(), 1, subject(), vec![0; MAX_PAYLOAD_LEN + 1])
                 .await,
             ctx.schedule("k".into(), MAX_DUE_UNIX_MS + 1, subject(), vec![])

@@ -327,6 +327,7 @@ impl Runtime {
                 &component.id,
                 self.timers.clone(),
                 self.timer_wake.clone(),
+                self.event_bus.clone(),
             ),
         };
         let mut store = Store::new(&self.engine, state);

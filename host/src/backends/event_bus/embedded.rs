@@ -184,6 +184,10 @@ impl EventBus for EmbeddedEventBus {
         Ok(())
     }
 
+    fn captures(&self, subject: &str) -> bool {
+        self.shared.stream.captures(subject)
+    }
+
     async fn consume(
         &self,
         name: &str,

@@ -47,6 +47,12 @@ pub trait EventBus: Send + Sync {
     /// returns `Ok`.
     async fn publish(&self, event: Event) -> anyhow::Result<()>;
 
+    /// Whether an event on `subject` would be stored, i.e. the stream captures it; checked
+    /// before accepting work that publishes later (a timer), so that it fails at once.
+    fn captures(&self, _subject: &str) -> bool {
+        true
+    }
+
     /// Opens (creating if missing) the durable consumer `name` receiving `subject` (which may
     /// use the `*` and `>` wildcards). Several handles on one name share its deliveries: each
     /// event goes to one of them.

@@ -115,6 +115,10 @@ impl EventBus for NatsEventBus {
         Ok(())
     }
 
+    fn captures(&self, subject: &str) -> bool {
+        self.stream_subjects.captures(subject)
+    }
+
     async fn consume(
         &self,
         name: &str,
