@@ -184,6 +184,20 @@ fn a_redelivered_event_changes_nothing_twice() {
 }
 
 #[test]
+fn the_stream_keeps_events_for_a_week_by_default() {
+    let (nats, redis) = (Nats::start(), Redis::start());
+    let _host = servers_host(&nats, &redis, 900).start();
+    let bus = Bus::connect(&nats);
+    let js = bus.jetstream();
+    let config = bus.runtime.block_on(async {
+        let mut stream = js.get_stream("TICKETING").await.unwrap();
+        stream.info().await.unwrap().config.clone()
+    });
+    assert_eq!(config.max_age, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(config.subjects, ["ticketing.>"]);
+}
+
+#[test]
 fn a_custom_events_prefix_carries_the_events_end_to_end() {
     let (nats, redis) = (Nats::start(), Redis::start());
     let host = servers_host(&nats, &redis, 900)

@@ -156,14 +156,22 @@ impl fmt::Debug for Delivery {
     }
 }
 
-/// The stream that stores events: its name (JetStream only), the subjects it captures and
-/// its duplicate window.
+/// How long JetStream keeps events by default: a week, so a stream does not grow without
+/// bound while a consumer down for days still finds its backlog.
+pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The stream that stores events: its name (JetStream only), the subjects it captures, its
+/// duplicate window and how long it keeps an event (JetStream only).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamConfig {
     pub name: String,
     /// Publishing outside these subjects is an error, on both backends.
     pub subjects: Vec<String>,
     pub duplicate_window: Duration,
+    /// JetStream keeps every event (acknowledged or not, dead letters included) this long;
+    /// zero keeps them forever. The embedded queue drops an event once every consumer has
+    /// settled it.
+    pub max_age: Duration,
 }
 
 impl Default for StreamConfig {
@@ -172,6 +180,7 @@ impl Default for StreamConfig {
             name: "TICKETING".to_owned(),
             subjects: vec!["ticketing.>".to_owned()],
             duplicate_window: Duration::from_secs(120),
+            max_age: DEFAULT_MAX_AGE,
         }
     }
 }

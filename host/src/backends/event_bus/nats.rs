@@ -55,6 +55,7 @@ impl NatsEventBus {
                 subjects: config.subjects.clone(),
                 storage: stream::StorageType::File,
                 duplicate_window: config.duplicate_window,
+                max_age: config.max_age,
                 ..Default::default()
             })
             .await

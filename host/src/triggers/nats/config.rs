@@ -5,6 +5,7 @@
 //! url = "{{ nats_url }}"                     # "" = the embedded queue in the state dir
 //! stream = "TICKETING"
 //! stream_subjects = ["ticketing.>"]
+//! stream_max_age_seconds = 604800            # how long JetStream keeps events; 0 = forever
 //! max_deliver = 5                            # deliveries per event, the first included
 //! ack_wait_seconds = 30
 //! retry_delay_ms = 500                       # first retry-later delay; doubles per delivery
@@ -86,6 +87,7 @@ struct RawSettings {
     url: Option<String>,
     stream: Option<String>,
     stream_subjects: Option<Vec<String>>,
+    stream_max_age_seconds: Option<u64>,
     max_deliver: Option<u32>,
     ack_wait_seconds: Option<u64>,
     retry_delay_ms: Option<u64>,
@@ -190,6 +192,10 @@ fn settings(
         name,
         subjects,
         duplicate_window: defaults.stream.duplicate_window,
+        max_age: raw
+            .stream_max_age_seconds
+            .map(Duration::from_secs)
+            .unwrap_or(defaults.stream.max_age),
     };
     stream.check()?;
 
@@ -351,6 +357,10 @@ mod tests {
         assert_eq!(config, NatsTriggerConfig::default());
         assert_eq!(config.settings.max_deliver, 5);
         assert_eq!(config.settings.stream.subjects, ["ticketing.>"]);
+        assert_eq!(
+            config.settings.stream.max_age,
+            Duration::from_secs(7 * 24 * 3600)
+        );
     }
 
     #[test]
@@ -361,6 +371,7 @@ mod tests {
             url = "{{ nats_url }}"
             stream = "EVENTS"
             stream_subjects = ["shop.>"]
+            stream_max_age_seconds = 0
             max_deliver = 3
             ack_wait_seconds = 10
             retry_delay_ms = 250
@@ -381,6 +392,11 @@ mod tests {
         assert_eq!(settings.url, "nats://nats:4222");
         assert_eq!(settings.stream.name, "EVENTS");
         assert_eq!(settings.stream.subjects, ["shop.>"]);
+        assert_eq!(
+            settings.stream.max_age,
+            Duration::ZERO,
+            "0 keeps events forever"
+        );
         assert_eq!(settings.max_deliver, 3);
         assert_eq!(settings.ack_wait, Duration::from_secs(10));
         assert_eq!(settings.retry_delay, Duration::from_millis(250));
