@@ -191,6 +191,35 @@ impl Ctx {
     }
 }
 
+/// A host on the production setup and the servers it uses (dropped host first).
+struct OnServers {
+    host: Service,
+    _redis: Service,
+    _nats: Service,
+}
+
+impl Ctx {
+    /// The host on the production setup: Redis store and timers, NATS JetStream bus, both
+    /// servers started for it.
+    fn host_on_servers(&self) -> anyhow::Result<OnServers> {
+        let nats = procs::nats(self.dir.path())?;
+        let redis = procs::redis(self.dir.path())?;
+        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
+        let host = self.host(
+            Some(redis_url.clone()),
+            vec![
+                ("nats_url", format!("nats://127.0.0.1:{}", nats.port)),
+                ("timers_url", redis_url),
+            ],
+        )?;
+        Ok(OnServers {
+            host,
+            _redis: redis,
+            _nats: nats,
+        })
+    }
+}
+
 /// The bench's app: the ticketing app of spin.toml as it is, plus the minimal `hello`
 /// component on /hello, written into the bench's temporary dir (component sources made
 /// absolute so they still point at the workspace's build output).
@@ -440,17 +469,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .not_measured
             .push("tickets on Redis + NATS: skipped".into());
     } else {
-        let nats = procs::nats(ctx.dir.path())?;
-        let redis = procs::redis(ctx.dir.path())?;
-        let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-        let host = ctx.host(
-            Some(redis_url.clone()),
-            vec![
-                ("nats_url", format!("nats://127.0.0.1:{}", nats.port)),
-                ("timers_url", redis_url),
-            ],
-        )?;
-        let (_, redis_read) = tickets_scenario(&mut ctx, &host, "redis").await?;
+        let servers = ctx.host_on_servers()?;
+        let (_, redis_read) = tickets_scenario(&mut ctx, &servers.host, "redis").await?;
         if let Some(native_rps) = ctx.report.native_read_rps {
             ctx.report.ratios.push((
                 "ticket read req/s (Redis): host / native hyper".into(),
@@ -703,17 +723,8 @@ async fn tickets_vs_native(
 
 /// POST /api/orders until the ticket shows the order's id, one order at a time.
 async fn purchase(ctx: &mut Ctx) -> anyhow::Result<Value> {
-    let nats = procs::nats(ctx.dir.path())?;
-    let redis = procs::redis(ctx.dir.path())?;
-    let redis_url = format!("redis://127.0.0.1:{}", redis.port);
-    let host = ctx.host(
-        Some(redis_url.clone()),
-        vec![
-            ("nats_url", format!("nats://127.0.0.1:{}", nats.port)),
-            ("timers_url", redis_url),
-        ],
-    )?;
-    let addr = host.addr();
+    let servers = ctx.host_on_servers()?;
+    let addr = servers.host.addr();
     let n = ctx.args.purchases;
     eprintln!("- purchase flow ({n} orders, NATS + Redis)");
     let seller = sign_up(addr, "seller@example.com").await?;
