@@ -24,7 +24,7 @@
 //! Consumers wake on publish and nak through a [`Notify`] per consumer name, and otherwise
 //! sleep until their next due time; redb calls run on tokio's blocking pool.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -188,6 +188,13 @@ impl EventBus for EmbeddedEventBus {
         self.shared.stream.captures(subject)
     }
 
+    async fn retire_consumers(&self, keep: &[String]) -> anyhow::Result<Vec<String>> {
+        let keep: HashSet<String> = keep.iter().cloned().collect();
+        self.shared
+            .blocking(move |shared| retire_consumers(&shared.database, &keep))
+            .await
+    }
+
     async fn consume(
         &self,
         name: &str,
@@ -225,6 +232,45 @@ impl EventBus for EmbeddedEventBus {
             waker: self.shared.waker(name),
         }))
     }
+}
+
+/// Removes the consumers not in `keep`, their pending copies and the events only they still
+/// owed; returns the removed names.
+fn retire_consumers(database: &Database, keep: &HashSet<String>) -> anyhow::Result<Vec<String>> {
+    let txn = database.begin_write()?;
+    let retired = {
+        let mut consumers = txn.open_table(CONSUMERS)?;
+        let mut retired = Vec::new();
+        for entry in consumers.iter()? {
+            let name = entry?.0.value().to_owned();
+            if !keep.contains(&name) {
+                retired.push(name);
+            }
+        }
+        let mut pending = txn.open_table(PENDING)?;
+        let mut due = txn.open_table(DUE)?;
+        let mut messages = txn.open_table(MESSAGES)?;
+        for name in &retired {
+            consumers.remove(name.as_str())?;
+            let mut copies = Vec::new();
+            for entry in pending.range((name.as_str(), 0)..=(name.as_str(), u64::MAX))? {
+                let (key, value) = entry?;
+                copies.push((key.value().1, value.value().0));
+            }
+            for (sequence, due_ms) in copies {
+                pending.remove((name.as_str(), sequence))?;
+                due.remove((name.as_str(), due_ms, sequence))?;
+                release_copy(&mut messages, sequence)?;
+            }
+        }
+        retired
+    };
+    if retired.is_empty() {
+        txn.abort()?;
+    } else {
+        txn.commit()?;
+    }
+    Ok(retired)
 }
 
 /// Stores `event` for every consumer whose filter matches it, unless its id was seen within
@@ -628,6 +674,39 @@ mod tests {
         second.next().await.unwrap().term().await.unwrap();
         assert_eq!(count(&state.database(), MESSAGES), 1);
         first.next().await.unwrap().ack().await.unwrap();
+        assert_eq!(count(&state.database(), MESSAGES), 0);
+    }
+
+    #[tokio::test]
+    async fn retired_consumers_stop_collecting_and_release_what_they_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
+        let bus = EmbeddedEventBus::open(&state, StreamConfig::default()).unwrap();
+        let mut kept = bus
+            .consume("kept", "ticketing.>", &options())
+            .await
+            .unwrap();
+        bus.consume("gone", "ticketing.>", &options())
+            .await
+            .unwrap();
+        bus.publish(event("ticketing.a", "1")).await.unwrap();
+        bus.publish(event("ticketing.b", "2")).await.unwrap();
+
+        let retired = bus.retire_consumers(&["kept".to_owned()]).await.unwrap();
+        assert_eq!(retired, ["gone"]);
+        assert!(bus
+            .retire_consumers(&["kept".to_owned()])
+            .await
+            .unwrap()
+            .is_empty());
+
+        // Once `kept` has settled both, nothing is left: `gone` owes nothing any more, and
+        // a new event is stored for `kept` alone.
+        kept.next().await.unwrap().ack().await.unwrap();
+        kept.next().await.unwrap().ack().await.unwrap();
+        assert_eq!(count(&state.database(), MESSAGES), 0);
+        bus.publish(event("ticketing.c", "3")).await.unwrap();
+        kept.next().await.unwrap().ack().await.unwrap();
         assert_eq!(count(&state.database(), MESSAGES), 0);
     }
 

@@ -62,6 +62,14 @@ pub trait EventBus: Send + Sync {
         subject: &str,
         options: &ConsumerOptions,
     ) -> anyhow::Result<Box<dyn Consumer>>;
+
+    /// Removes the durable consumers not named in `keep`, with the events they still owe,
+    /// and returns their names: a listener taken out of the app must not keep collecting
+    /// copies that nobody will consume. Only the embedded queue does this (its file belongs
+    /// to one app); a JetStream stream may be shared, and its events age out anyway.
+    async fn retire_consumers(&self, _keep: &[String]) -> anyhow::Result<Vec<String>> {
+        Ok(Vec::new())
+    }
 }
 
 /// Redelivery settings of a durable consumer.

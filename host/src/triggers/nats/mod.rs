@@ -178,6 +178,14 @@ impl NatsTrigger {
             );
             consumers.push((listener.clone(), consumer));
         }
+        let declared: Vec<String> = self.listeners.iter().map(|l| l.consumer.clone()).collect();
+        for consumer in self.bus.retire_consumers(&declared).await? {
+            tracing::info!(
+                consumer = %consumer,
+                "event bus: removed a durable consumer that no [[trigger.nats]] declares any \
+                 more, with the events it still held"
+            );
+        }
         let mut tasks = JoinSet::new();
         for (listener, consumer) in consumers {
             tasks.spawn(self.clone().consume(listener, consumer, stopped.clone()));
