@@ -153,6 +153,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         }
         runtime.load(id, &source, config)?;
     }
+    release_freed_memory();
     let runtime = Arc::new(runtime);
 
     // Consumers are opened before anything is served, so from here on every event is kept
@@ -267,5 +268,16 @@ async fn shutdown_signal() {
     {
         let _ = tokio::signal::ctrl_c().await;
         tracing::info!("Ctrl-C received");
+    }
+}
+
+/// Hands the heap memory freed so far back to the OS. Compiling components (a first start,
+/// or a cold compilation cache) leaves ~45 MiB in glibc's free lists that the host would
+/// otherwise hold for its whole life: 74 MiB idle instead of 28 MiB.
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks glibc's own free lists; it is safe at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
