@@ -167,7 +167,7 @@ impl Store {
             let namespaced: Vec<String> = chunk.iter().map(|key| self.namespaced(key)).collect();
             let found = batch::get_many(&self.bucket, &namespaced)
                 .map_err(|e| anyhow!("reading {} keys: {e:?}", namespaced.len()))?;
-            // Hosts return only the keys that exist, not necessarily in order.
+            // Matched by key: a host may leave absent keys out, or answer in another order.
             let mut found: std::collections::HashMap<String, Option<Vec<u8>>> =
                 found.into_iter().collect();
             for key in namespaced {

@@ -3,7 +3,8 @@
 //!
 //! Tables (all `queue/...`):
 //! - `consumers`: durable consumer name → its filter subject. Registrations are durable, so
-//!   events published while a consumer is not polling are kept for it.
+//!   events published while a consumer is not polling are kept for it; the NATS trigger
+//!   retires, at start, the ones its app no longer declares (`retire_consumers`).
 //! - `messages`: sequence → (copies still owed, subject, payload). Publishing stores one row
 //!   and a pending copy per matching consumer; the row goes when the last copy is settled.
 //!   Events matching no registered consumer are not stored (a consumer sees the events
