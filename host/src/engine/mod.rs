@@ -25,8 +25,8 @@ use anyhow::Context as _;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use wasmtime::component::{Component, InstancePre, Linker, ResourceTable};
 use wasmtime::{
-    Cache, Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
-    StoreLimitsBuilder, UpdateDeadline,
+    Cache, CacheConfig, Config, Enabled, Engine, InstanceAllocationStrategy,
+    PoolingAllocationConfig, Store, StoreLimitsBuilder, UpdateDeadline,
 };
 use wasmtime_wasi::WasiCtx;
 use wasmtime_wasi_http::WasiHttpCtx;
@@ -88,9 +88,7 @@ fn base_config(settings: &EngineSettings) -> Config {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     if settings.compilation_cache {
-        // `from_file(None)` honours a user's wasmtime cache config, else uses the default
-        // cache directory (e.g. ~/.cache/wasmtime). Concurrent hosts share it safely.
-        match Cache::from_file(None) {
+        match compilation_cache() {
             Ok(cache) => {
                 config.cache(Some(cache));
             }
@@ -100,6 +98,21 @@ fn base_config(settings: &EngineSettings) -> Config {
         }
     }
     config
+}
+
+/// wasmtime's compilation cache: a user's wasmtime cache config if there is one, else the
+/// default directory (e.g. ~/.cache/wasmtime). Concurrent hosts share it safely.
+fn compilation_cache() -> anyhow::Result<Cache> {
+    let mut cache = CacheConfig::from_file(None)?;
+    // By default wasmtime recompresses a module at zstd level 20 once it has been loaded
+    // 256 times, in a background thread of some later start: ~170 MiB of memory for a
+    // while (the bench caught a host idling at 198 MiB) to save a few MB of disk. Unless
+    // the user's config sets that threshold, it never happens here.
+    let default_threshold = CacheConfig::new().optimized_compression_usage_counter_threshold();
+    if cache.optimized_compression_usage_counter_threshold() == default_threshold {
+        cache.with_optimized_compression_usage_counter_threshold(u64::MAX);
+    }
+    Ok(Cache::new(cache)?)
 }
 
 /// Pool sizes for `max_instances` concurrent instances of typical components: one memory,
