@@ -35,8 +35,9 @@ pub enum Command {
     Build(BuildArgs),
 }
 
+/// `-f/--from`, as `spin up` and `spin build` spell it.
 #[derive(Debug, clap::Args)]
-pub struct UpArgs {
+pub struct ManifestArg {
     /// The application manifest.
     #[arg(
         short = 'f',
@@ -44,7 +45,13 @@ pub struct UpArgs {
         value_name = "SPIN_TOML",
         default_value = "spin.toml"
     )]
-    pub manifest: PathBuf,
+    pub path: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    pub manifest: ManifestArg,
 
     /// Address to serve HTTP on.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
@@ -79,14 +86,8 @@ pub struct UpArgs {
 
 #[derive(Debug, clap::Args)]
 pub struct BuildArgs {
-    /// The application manifest.
-    #[arg(
-        short = 'f',
-        long = "from",
-        value_name = "SPIN_TOML",
-        default_value = "spin.toml"
-    )]
-    pub manifest: PathBuf,
+    #[command(flatten)]
+    pub manifest: ManifestArg,
 }
 
 /// Parses the command line, sets up logging and runs the command.
@@ -102,7 +103,7 @@ pub fn main() -> anyhow::Result<()> {
     init_logging();
     match cli.command {
         Command::Build(args) => {
-            let manifest = Manifest::load(&args.manifest)?;
+            let manifest = Manifest::load(&args.manifest.path)?;
             crate::build::build_components(&manifest)
         }
         Command::Up(args) => {
@@ -110,7 +111,7 @@ pub fn main() -> anyhow::Result<()> {
                 .enable_all()
                 .build()?;
             runtime.block_on(up(UpOptions {
-                manifest: args.manifest,
+                manifest: args.manifest.path,
                 listen: args.listen,
                 runtime_config_file: args.runtime_config_file,
                 state_dir: args.state_dir,
@@ -189,7 +190,7 @@ mod tests {
         let Command::Up(up) = cli.command else {
             panic!()
         };
-        assert_eq!(up.manifest, PathBuf::from("spin.toml"));
+        assert_eq!(up.manifest.path, PathBuf::from("spin.toml"));
         assert_eq!(up.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(up.request_timeout, Duration::from_secs(30));
         assert_eq!(up.max_instances, 256);
@@ -219,7 +220,7 @@ mod tests {
         let Command::Up(up) = cli.command else {
             panic!()
         };
-        assert_eq!(up.manifest, PathBuf::from("x/spin.toml"));
+        assert_eq!(up.manifest.path, PathBuf::from("x/spin.toml"));
         assert_eq!(up.request_timeout, Duration::from_millis(2500));
         assert_eq!(up.max_instance_memory, Some(64 << 20));
         assert_eq!(up.max_instances, 8);
@@ -230,7 +231,7 @@ mod tests {
         let Command::Build(build) = cli.command else {
             panic!()
         };
-        assert_eq!(build.manifest, PathBuf::from("a.toml"));
+        assert_eq!(build.manifest.path, PathBuf::from("a.toml"));
     }
 
     #[test]
