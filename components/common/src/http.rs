@@ -16,10 +16,16 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
 /// Buffers an incoming request, reading at most one byte more than `MAX_BODY_BYTES` of its
 /// body: that is enough to know a body is too large without holding all of it in memory.
+///
+/// WASI HTTP resources are dropped child first. The request's `headers()` is a child of the
+/// request, and `into_body_stream` drops the request: under Spin 3.6 (wasmtime 42) dropping
+/// a resource whose children live traps the guest ("resource has children"; newer wasmtime,
+/// as in our host, allows it). So the headers are copied out and their handle dropped at
+/// once; the body stream then drops its input stream before it finishes the body.
 pub async fn read_request(incoming: IncomingRequest) -> Result<Request, ApiError> {
     let method = incoming.method();
     let uri = incoming.uri();
-    let headers = incoming.headers();
+    let headers = incoming.headers().entries();
     let mut body = Vec::new();
     let mut chunks = incoming.into_body_stream();
     while let Some(chunk) = chunks.next().await {
