@@ -9,7 +9,11 @@
 //!
 //! `[[trigger.http]]` entries become [`HttpTrigger`]s; every other trigger type is kept as raw
 //! tables in [`Manifest::other_triggers`] for the trigger that will read it.
+//!
+//! The same model also comes from the lock file `spin up` writes from spin.toml and hands to
+//! its trigger processes ([`locked`]); both go through the same checks.
 
+pub mod locked;
 pub mod schema;
 
 use std::collections::BTreeMap;
@@ -53,12 +57,17 @@ pub enum HttpRoute {
 }
 
 impl Manifest {
-    /// Reads and checks the manifest at `path`.
+    /// Reads and checks the app at `path`: a `spin.toml`, or the lock file Spin writes from
+    /// one (`spin.lock`, JSON: see [`locked`]), told apart by their first character.
     pub fn load(path: &Path) -> anyhow::Result<Manifest> {
         let path = std::path::absolute(path)
             .with_context(|| format!("resolving manifest path {}", path.display()))?;
         let text = std::fs::read_to_string(&path)
             .with_context(|| format!("cannot read manifest {}", path.display()))?;
+        if locked::is_lock_file(&text) {
+            return Self::parse_locked(&text, path.clone())
+                .with_context(|| format!("invalid Spin lock file {}", path.display()));
+        }
         let dir = path
             .parent()
             .map(Path::to_path_buf)
@@ -80,7 +89,28 @@ impl Manifest {
             ),
         }
 
-        for (name, variable) in &raw.variables {
+        Self::assemble(
+            path,
+            dir,
+            raw.application,
+            raw.variables,
+            raw.component,
+            raw.trigger,
+        )
+    }
+
+    /// Checks the parts of an app (from spin.toml or from a lock file) as Spin's loader does
+    /// and puts them together: `[[trigger.http]]` entries become [`HttpTrigger`]s, every
+    /// other trigger type stays raw.
+    fn assemble(
+        path: PathBuf,
+        dir: PathBuf,
+        application: Application,
+        variables: BTreeMap<String, Variable>,
+        components: BTreeMap<String, Component>,
+        triggers: BTreeMap<String, Vec<toml::Table>>,
+    ) -> anyhow::Result<Manifest> {
+        for (name, variable) in &variables {
             check_snake_id(name).with_context(|| format!("[variables] key `{name}`"))?;
             if variable.required == variable.default.is_some() {
                 bail!(
@@ -90,20 +120,20 @@ impl Manifest {
             }
         }
 
-        for (id, component) in &raw.component {
+        for (id, component) in &components {
             check_kebab_id(id)
                 .with_context(|| format!("[component.{id}]: invalid component id"))?;
-            check_component(id, component, &raw.variables)
+            check_component(id, component, &variables)
                 .with_context(|| format!("[component.{id}]"))?;
         }
 
         let mut http_triggers = Vec::new();
         let mut other_triggers = BTreeMap::new();
-        for (trigger_type, entries) in raw.trigger {
+        for (trigger_type, entries) in triggers {
             if trigger_type != "http" {
                 for (index, entry) in entries.iter().enumerate() {
                     if let Some(component) = entry.get("component").and_then(|c| c.as_str()) {
-                        if !raw.component.contains_key(component) {
+                        if !components.contains_key(component) {
                             bail!(
                                 "[[trigger.{trigger_type}]] #{}: component `{component}` is not \
                                  declared (no [component.{component}])",
@@ -116,7 +146,7 @@ impl Manifest {
                 continue;
             }
             for (index, entry) in entries.into_iter().enumerate() {
-                let trigger = http_trigger(entry, &raw.component)
+                let trigger = http_trigger(entry, &components)
                     .with_context(|| format!("[[trigger.http]] #{}", index + 1))?;
                 http_triggers.push(trigger);
             }
@@ -125,9 +155,9 @@ impl Manifest {
         Ok(Manifest {
             path,
             dir,
-            application: raw.application,
-            variables: raw.variables,
-            components: raw.component,
+            application,
+            variables,
+            components,
             http_triggers,
             other_triggers,
         })
