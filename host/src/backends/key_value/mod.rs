@@ -4,6 +4,7 @@
 
 mod embedded;
 mod redis;
+pub mod spin_semantics;
 
 pub use self::embedded::{EmbeddedKeyValue, EmbeddedState};
 pub use self::redis::RedisKeyValue;
@@ -119,6 +120,13 @@ impl KeyValueStores {
         embedded_files.insert(absolute(embedded.path())?, embedded.clone());
         let mut redis_servers: BTreeMap<String, RedisKeyValue> = BTreeMap::new();
 
+        let spin_semantics = spin_semantics::SpinSemantics::from_env()?;
+        if let Some(semantics) = spin_semantics {
+            tracing::warn!(
+                "test mode: key-value stores behave like Spin 3.6.3's {semantics:?} store ({})",
+                spin_semantics::ENV_VAR
+            );
+        }
         let mut stores = BTreeMap::new();
         for label in labels {
             let store = match configs.get(label) {
@@ -156,6 +164,13 @@ impl KeyValueStores {
                         summary: format!("Redis at {shown_url}"),
                     }
                 }
+            };
+            let store = match spin_semantics {
+                Some(semantics) => OpenStore {
+                    backend: semantics.wrap(store.backend),
+                    summary: format!("{} with Spin's {semantics:?} semantics", store.summary),
+                },
+                None => store,
             };
             tracing::info!(label, store = %store.summary, "key-value store ready");
             stores.insert(label.to_owned(), store);
