@@ -2,15 +2,31 @@
 //! store label in spin.toml) holding JSON values.
 //!
 //! Every key is namespaced as `<label>:<key>`, because a host may back several labels with
-//! one Redis server. Conditional writes use `wasi:keyvalue/atomics` compare-and-swap:
-//! `Cas::new` + `current()` read the value (and, with Redis, start watching the key), and
-//! `swap` writes only if nobody changed the key in between. A swap without `current()` would
-//! be an unconditional write on some hosts, so every write here reads through the CAS handle.
+//! one Redis server.
+//!
+//! The conditional writes here are correct on the key-value stores that really exist, not
+//! only on the documented interface. Spin 3.6 (what SpinKube runs) has three faults:
+//! - its Redis store ends every `swap` with a malformed `UNWATCH`, so a swap reports
+//!   `cas-failed` whether or not its write was applied (the write itself is conditional);
+//! - its SQLite store turns a swap whose `current()` was absent into an unconditional upsert,
+//!   so two "create if absent" both succeed;
+//! - its Redis `get-many` fails, and its SQLite `get-many` leaves absent keys out.
+//!
+//! `increment` is atomic everywhere. Hence:
+//! - **creating** a key exclusively (`insert_new`) claims it first with an increment of its
+//!   claim counter `<key>#created`: the caller that counts 1 creates it, every other loses;
+//! - **updating** an existing key is a compare-and-swap from a present value (sound on every
+//!   store), and the value written carries a random write token plus the tokens of the
+//!   writes it was built on. After a swap that reports `cas-failed`, one read tells whether
+//!   the write landed (our token is in the stored value, even if a later write has built on
+//!   it) or lost (it is not), so a landed write is never applied twice;
+//! - **batched reads** fall back to single reads for whatever `get-many` did not answer.
 
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
-use serde::{de::DeserializeOwned, Serialize};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use spin_sdk::wit::wasi::keyvalue::{
     atomics::{self, Cas, CasError},
     batch,
@@ -72,21 +88,44 @@ impl Store {
         Ok(())
     }
 
-    /// Stores `value` under `key` only if the key is absent, atomically: of several
-    /// concurrent inserts of one key exactly one returns `true`.
+    /// Stores `value` under `key` only if the key was never created, atomically: of several
+    /// concurrent inserts of one key exactly one returns `true`, on every store (see the
+    /// module's notes). The claim outlives the value: after `withdraw` the key can be
+    /// created again; after `delete` it cannot.
+    ///
+    /// A host that dies between the claim and the write leaves the key claimed but absent;
+    /// later inserts lose as if it existed.
     pub fn insert_new<T: Serialize>(&self, key: &str, value: &T) -> Result<bool, ApiError> {
         let key = self.namespaced(key);
-        let value = encode(value)?;
-        let cas = self.begin_cas(&key)?;
-        if current_value(&cas, &key)?.is_some() {
+        let claim = claim_key(&key);
+        let claims = atomics::increment(&self.bucket, &claim, 1)
+            .map_err(|e| anyhow!("claiming {key}: {e:?}"))?;
+        if claims != 1 {
             return Ok(false);
         }
-        match atomics::swap(cas, &value) {
-            Ok(()) => Ok(true),
-            // Someone else created the key since we looked.
-            Err(CasError::CasFailed(_)) => Ok(false),
-            Err(CasError::StoreError(e)) => Err(anyhow!("creating {key}: {e:?}").into()),
+        // A key created before claim counters existed is taken, whatever the count says.
+        if self
+            .bucket
+            .exists(&key)
+            .map_err(|e| anyhow!("reading {key}: {e:?}"))?
+        {
+            return Ok(false);
         }
+        self.bucket
+            .set(&key, &encode(value)?)
+            .map_err(|e| anyhow!("creating {key}: {e:?}"))?;
+        Ok(true)
+    }
+
+    /// Removes a key made by `insert_new` together with its claim, so that it can be
+    /// created again. An insert racing with the withdrawal may lose once more.
+    pub fn withdraw(&self, key: &str) -> Result<(), ApiError> {
+        self.delete(key)?;
+        let claim = claim_key(&self.namespaced(key));
+        self.bucket
+            .delete(&claim)
+            .map_err(|e| anyhow!("deleting {claim}: {e:?}"))?;
+        Ok(())
     }
 
     /// The versioned update: reads the value under `key`, lets `change` compute the new one
@@ -101,9 +140,8 @@ impl Store {
     {
         let key = self.namespaced(key);
         self.swap_with_retries(&key, |current| {
-            let current = current.ok_or(ApiError::NotFound)?;
-            let updated = change(decode(&key, &current)?)?;
-            Ok((Some(encode(&updated)?), updated))
+            let updated = change(decode(&key, current)?)?;
+            Ok((Some(to_json(&updated)?), updated))
         })
     }
 
@@ -117,9 +155,9 @@ impl Store {
     {
         let key = self.namespaced(key);
         self.swap_with_retries(&key, |current| {
-            let current: T = decode(&key, &current.ok_or(ApiError::NotFound)?)?;
+            let current: T = decode(&key, current)?;
             Ok(match change(&current)? {
-                Some(updated) => (Some(encode(&updated)?), Updated::written(updated)),
+                Some(updated) => (Some(to_json(&updated)?), Updated::written(updated)),
                 None => (None, Updated::unchanged(current)),
             })
         })
@@ -147,7 +185,7 @@ impl Store {
         let count = atomics::increment(&self.bucket, &counter, 0)
             .map_err(|e| anyhow!("reading {counter}: {e:?}"))?;
         let keys: Vec<String> = (1..=count).map(|n| index_entry_key(index, n)).collect();
-        let mut seen = std::collections::HashSet::new();
+        let mut seen = HashSet::new();
         Ok(self
             .get_many::<String>(&keys)?
             .into_iter()
@@ -157,49 +195,84 @@ impl Store {
     }
 
     /// The values under `keys`, in the same order (`None` where a key is absent), read in
-    /// batches of [`GET_MANY_BATCH`] keys per call to the host.
+    /// batches of [`GET_MANY_BATCH`] keys per call to the host. A key the batch read did not
+    /// answer with a value is read on its own (Spin's SQLite store leaves absent keys out of
+    /// `get-many`), and a failed batch read is done key by key (Spin's Redis `get-many`
+    /// always fails; then this request stops trying it).
     pub fn get_many<T: DeserializeOwned>(
         &self,
         keys: &[String],
     ) -> Result<Vec<Option<T>>, ApiError> {
         let mut values = Vec::with_capacity(keys.len());
+        let mut batch_works = true;
         for chunk in keys.chunks(GET_MANY_BATCH) {
             let namespaced: Vec<String> = chunk.iter().map(|key| self.namespaced(key)).collect();
-            let found = batch::get_many(&self.bucket, &namespaced)
-                .map_err(|e| anyhow!("reading {} keys: {e:?}", namespaced.len()))?;
-            // Matched by key: a host may leave absent keys out, or answer in another order.
-            let mut found: std::collections::HashMap<String, Option<Vec<u8>>> =
-                found.into_iter().collect();
+            let mut found: HashMap<String, Option<Vec<u8>>> = HashMap::new();
+            if batch_works {
+                match batch::get_many(&self.bucket, &namespaced) {
+                    // Matched by key: a store may answer in another order.
+                    Ok(entries) => found = entries.into_iter().collect(),
+                    Err(_) => batch_works = false,
+                }
+            }
             for key in namespaced {
-                values.push(match found.remove(&key).flatten() {
-                    Some(bytes) => Some(decode(&key, &bytes)?),
-                    None => None,
-                });
+                let bytes = match found.remove(&key).flatten() {
+                    Some(bytes) => Some(bytes),
+                    None => self
+                        .bucket
+                        .get(&key)
+                        .map_err(|e| anyhow!("reading {key}: {e:?}"))?,
+                };
+                values.push(bytes.map(|bytes| decode(&key, &bytes)).transpose()?);
             }
         }
         Ok(values)
     }
 
     /// The compare-and-swap loop under every conditional write: `next` turns the current
-    /// bytes (if any) into the bytes to write (`None`: write nothing) plus the caller's result.
+    /// bytes into the value to write (`None`: write nothing) plus the caller's result. An
+    /// absent key is `ApiError::NotFound`: a swap from "absent" is not sound on every store,
+    /// so keys are created by `insert_new` or `put`, never here.
     fn swap_with_retries<R>(
         &self,
         key: &str,
-        mut next: impl FnMut(Option<Vec<u8>>) -> Result<(Option<Vec<u8>>, R), ApiError>,
+        mut next: impl FnMut(&[u8]) -> Result<(Option<serde_json::Value>, R), ApiError>,
     ) -> Result<R, ApiError> {
         for attempt in 1..=MAX_CAS_ATTEMPTS {
             let cas = self.begin_cas(key)?;
-            let (bytes, result) = next(current_value(&cas, key)?)?;
-            let Some(bytes) = bytes else {
+            let current = current_value(&cas, key)?.ok_or(ApiError::NotFound)?;
+            let (value, result) = next(&current)?;
+            let Some(value) = value else {
                 return Ok(result);
             };
+            let token = write_token()?;
+            let written = Versioned {
+                value,
+                writes: written_on(&current, token),
+            };
+            let bytes = encode(&written)?;
             match atomics::swap(cas, &bytes) {
                 Ok(()) => return Ok(result),
+                Err(CasError::CasFailed(_)) if self.write_landed(key, token)? => return Ok(result),
                 Err(CasError::CasFailed(_)) => back_off(attempt),
+                // A failed store call may still have written: look before reporting it.
+                Err(CasError::StoreError(_)) if self.write_landed(key, token)? => {
+                    return Ok(result)
+                }
                 Err(CasError::StoreError(e)) => return Err(anyhow!("writing {key}: {e:?}").into()),
             }
         }
         Err(anyhow!("gave up writing {key} after {MAX_CAS_ATTEMPTS} conflicting writes").into())
+    }
+
+    /// Whether the write with `token` is in the value under `key`: true after a swap that
+    /// reported a conflict but was applied all the same (Spin 3.6's Redis store).
+    fn write_landed(&self, key: &str, token: u64) -> Result<bool, ApiError> {
+        let stored = self
+            .bucket
+            .get(key)
+            .map_err(|e| anyhow!("reading {key}: {e:?}"))?;
+        Ok(stored.is_some_and(|bytes| write_tokens(&bytes).contains(&token)))
     }
 
     fn begin_cas(&self, key: &str) -> Result<Cas, ApiError> {
@@ -249,8 +322,66 @@ pub fn namespaced_key(label: &str, key: &str) -> String {
     format!("{label}:{key}")
 }
 
+fn claim_key(key: &str) -> String {
+    format!("{key}#created")
+}
+
 fn current_value(cas: &Cas, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
     Ok(cas.current().map_err(|e| anyhow!("reading {key}: {e:?}"))?)
+}
+
+/// How many write tokens a value keeps: the writes it was built on, newest first. A writer
+/// looks for its token right after its swap, so only the few writes that can land in
+/// between need to be remembered.
+const KEPT_WRITE_TOKENS: usize = 8;
+
+/// A value written by a conditional write, with the tokens of the writes that made it.
+#[derive(Serialize, Deserialize)]
+struct Versioned<T> {
+    #[serde(rename = "$value")]
+    value: T,
+    #[serde(rename = "$writes")]
+    writes: Vec<u64>,
+}
+
+/// As a value is stored: written by a conditional write, or plain (`put`, `insert_new`, and
+/// values stored before write tokens existed).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Stored<T> {
+    Versioned(Versioned<T>),
+    Plain(T),
+}
+
+/// The write tokens of the value `current` with `token` in front.
+fn written_on(current: &[u8], token: u64) -> Vec<u64> {
+    let mut tokens = vec![token];
+    tokens.extend(
+        write_tokens(current)
+            .into_iter()
+            .take(KEPT_WRITE_TOKENS - 1),
+    );
+    tokens
+}
+
+/// The write tokens a stored value carries (none for a plain value).
+fn write_tokens(bytes: &[u8]) -> Vec<u64> {
+    match serde_json::from_slice::<Stored<serde::de::IgnoredAny>>(bytes) {
+        Ok(Stored::Versioned(versioned)) => versioned.writes,
+        _ => Vec::new(),
+    }
+}
+
+/// A random write token. Without randomness a write could not be told from another after a
+/// misreported swap, so that is an error rather than a fixed token.
+fn write_token() -> Result<u64, ApiError> {
+    let mut bytes = [0u8; 8];
+    getrandom::getrandom(&mut bytes).map_err(|e| anyhow!("no random bytes: {e}"))?;
+    Ok(u64::from_le_bytes(bytes))
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<serde_json::Value, ApiError> {
+    Ok(serde_json::to_value(value).context("serializing a stored value")?)
 }
 
 fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
@@ -258,10 +389,12 @@ fn encode<T: Serialize>(value: &T) -> Result<Vec<u8>, ApiError> {
 }
 
 fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, ApiError> {
-    Ok(
-        serde_json::from_slice(bytes)
-            .with_context(|| format!("the value of {key} is not valid"))?,
-    )
+    let stored: Stored<T> = serde_json::from_slice(bytes)
+        .with_context(|| format!("the value of {key} is not valid"))?;
+    Ok(match stored {
+        Stored::Versioned(versioned) => versioned.value,
+        Stored::Plain(value) => value,
+    })
 }
 
 /// Waits a little before retrying a lost compare-and-swap, a random time in a window that
@@ -290,6 +423,48 @@ mod tests {
             "tickets:ticket:507f1f77bcf86cd799439011"
         );
         assert_eq!(namespaced_key("auth", "email:a@b.co"), "auth:email:a@b.co");
+    }
+
+    #[test]
+    fn values_read_the_same_with_or_without_write_tokens() {
+        let versioned = encode(&Versioned {
+            value: serde_json::json!({"id": "a", "version": 2}),
+            writes: vec![7, 5],
+        })
+        .unwrap();
+        let plain = br#"{"id":"a","version":2}"#;
+        for bytes in [&versioned[..], &plain[..]] {
+            let value: serde_json::Value = decode("k", bytes).unwrap();
+            assert_eq!(value, serde_json::json!({"id": "a", "version": 2}));
+        }
+        // A reservation holder: `null` or an id, plain or versioned.
+        assert_eq!(decode::<Option<String>>("k", b"null").unwrap(), None);
+        let held = encode(&Versioned {
+            value: Some("o1"),
+            writes: vec![1],
+        })
+        .unwrap();
+        assert_eq!(
+            decode::<Option<String>>("k", &held).unwrap().as_deref(),
+            Some("o1")
+        );
+        assert!(decode::<Option<String>>("k", b"{").is_err());
+    }
+
+    #[test]
+    fn a_write_keeps_the_tokens_it_was_built_on_newest_first() {
+        assert_eq!(write_tokens(br#""plain""#), Vec::<u64>::new());
+        assert_eq!(written_on(br#""plain""#, 9), vec![9]);
+        let mut bytes = br#""plain""#.to_vec();
+        for token in 1..=20u64 {
+            let tokens = written_on(&bytes, token);
+            bytes = encode(&Versioned {
+                value: "v",
+                writes: tokens,
+            })
+            .unwrap();
+        }
+        assert_eq!(write_tokens(&bytes), (13..=20).rev().collect::<Vec<u64>>());
     }
 
     #[test]

@@ -5,8 +5,9 @@
 //! - `user-orders:<userId>:count`, `user-orders:<userId>:<n>` → the ids of the user's
 //!   orders, oldest first (the listing index, see `Store::append_to_index`)
 //! - `reservation:<ticketId>` → the id of the order holding the ticket, `null` once that
-//!   order released it. Created with `insert_new` and taken over only by compare-and-swap,
-//!   so of concurrent orders for one ticket exactly one holds it. Never deleted.
+//!   order released it. Created with `insert_new` (a claim, then the write) and taken over
+//!   only by compare-and-swap, so of concurrent orders for one ticket exactly one holds it.
+//!   Never deleted.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -227,8 +228,9 @@ impl<'a> Orders<'a> {
         });
         match taken {
             Ok(updated) => Ok(updated.written),
-            // Reservation keys are never deleted.
-            Err(ApiError::NotFound) => Err(anyhow::anyhow!("{key} vanished").into()),
+            // Claimed by a rival whose write has not landed yet: that order holds the ticket.
+            // (Reservation keys are never deleted.)
+            Err(ApiError::NotFound) => Ok(false),
             Err(error) => Err(error),
         }
     }

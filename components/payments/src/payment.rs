@@ -3,7 +3,7 @@
 //! - `payment:<id>` → `{id, orderId, stripeId}`
 //! - `payment-for:<orderId>` → `null` while the order's charge is under way, then the id of
 //!   its payment. Created with `insert_new` before charging, so of concurrent payments for
-//!   one order exactly one charges; removed again if the charge fails.
+//!   one order exactly one charges; withdrawn (value and claim) if the charge fails.
 
 use serde::{Deserialize, Serialize};
 use ticketing_common::{events::PaymentCreated, store::Store, ApiError};
@@ -44,7 +44,7 @@ impl<'a> Payments<'a> {
 
     /// Gives up a claim whose charge failed, so the order can be paid again.
     pub fn release_claim(&self, order_id: &str) -> Result<(), ApiError> {
-        self.store.delete(&payment_for_key(order_id))
+        self.store.withdraw(&payment_for_key(order_id))
     }
 
     /// Stores a payment and makes it the order's.
