@@ -396,3 +396,121 @@ async fn labels_without_config_share_the_embedded_file_and_spin_paths_get_their_
     );
     assert!(stores.get("unknown").is_none());
 }
+
+/// One Redis shared by this host and Spin: under `spin up`, Spin's HTTP trigger and the
+/// `trigger-nats` plugin use the same `type = "redis"` stores from two processes. The Spin
+/// side here sends the commands Spin 3.6.3's Redis store sends
+/// (`crates/key-value-redis/src/store.rs`): raw keys with `GET`/`SET`/`EXISTS`/`DEL`,
+/// `INCRBY` for increment (decimal text), and compare-and-swap as `WATCH` + `GET`, then
+/// `MULTI`/`SET`/`EXEC` on the same connection.
+mod spin_redis_interop {
+    use super::*;
+
+    struct Spin(::redis::Connection);
+
+    impl Spin {
+        fn connect(url: &str) -> Spin {
+            Spin(
+                ::redis::Client::open(url)
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+        }
+
+        fn get(&mut self, key: &str) -> Option<Vec<u8>> {
+            ::redis::cmd("GET").arg(key).query(&mut self.0).unwrap()
+        }
+
+        fn set(&mut self, key: &str, value: &[u8]) {
+            let () = ::redis::cmd("SET")
+                .arg(key)
+                .arg(value)
+                .query(&mut self.0)
+                .unwrap();
+        }
+
+        fn increment(&mut self, key: &str, delta: i64) -> i64 {
+            ::redis::cmd("INCRBY")
+                .arg(key)
+                .arg(delta)
+                .query(&mut self.0)
+                .unwrap()
+        }
+
+        /// `Cas::current`: watch the key, read it.
+        fn watch(&mut self, key: &str) -> Option<Vec<u8>> {
+            let () = ::redis::cmd("WATCH").arg(key).query(&mut self.0).unwrap();
+            self.get(key)
+        }
+
+        /// `Cas::swap`'s transaction: whether `EXEC` applied it (nil = aborted).
+        fn swap(&mut self, key: &str, value: &[u8]) -> bool {
+            let applied: Option<((),)> = ::redis::pipe()
+                .atomic()
+                .set(key, value)
+                .query(&mut self.0)
+                .unwrap();
+            applied.is_some()
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn values_and_counters_read_the_same_from_both_sides() {
+        let fixture = redis_fixture().await;
+        let (host, mut spin) = (&fixture.store, Spin::connect(&redis_url(&fixture)));
+
+        host.set("tickets:ticket:1", br#"{"id":"1"}"#)
+            .await
+            .unwrap();
+        assert_eq!(
+            spin.get("tickets:ticket:1").as_deref(),
+            Some(&br#"{"id":"1"}"#[..])
+        );
+        spin.set("auth:email:a@b.co", br#""u1""#);
+        assert_eq!(
+            host.get("auth:email:a@b.co").await.unwrap().as_deref(),
+            Some(&br#""u1""#[..])
+        );
+        assert!(host.exists("auth:email:a@b.co").await.unwrap());
+
+        assert_eq!(host.increment("tickets:all:count", 5).await.unwrap(), 5);
+        assert_eq!(spin.increment("tickets:all:count", 1), 6);
+        assert_eq!(host.increment("tickets:all:count", 0).await.unwrap(), 6);
+        assert_eq!(spin.get("tickets:all:count").as_deref(), Some(&b"6"[..]));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compare_and_swap_on_one_side_fails_the_other_sides() {
+        let fixture = redis_fixture().await;
+        let (host, mut spin) = (&fixture.store, Spin::connect(&redis_url(&fixture)));
+        host.set("k", b"v1").await.unwrap();
+
+        // Spin reads, the host swaps first: Spin's swap is not applied.
+        assert_eq!(spin.watch("k").as_deref(), Some(&b"v1"[..]));
+        assert!(host
+            .compare_and_swap("k", Some(b"v1"), b"host")
+            .await
+            .unwrap());
+        assert!(!spin.swap("k", b"spin"));
+        assert_eq!(host.get("k").await.unwrap().as_deref(), Some(&b"host"[..]));
+
+        // Spin swaps first: the host's swap from the old value fails.
+        assert_eq!(spin.watch("k").as_deref(), Some(&b"host"[..]));
+        assert!(spin.swap("k", b"spin"));
+        assert!(!host
+            .compare_and_swap("k", Some(b"host"), b"late")
+            .await
+            .unwrap());
+        assert_eq!(host.get("k").await.unwrap().as_deref(), Some(&b"spin"[..]));
+
+        // A key Spin creates while the host expects it absent.
+        assert!(spin.watch("new").is_none());
+        assert!(spin.swap("new", b"spin"));
+        assert!(!host.compare_and_swap("new", None, b"host").await.unwrap());
+    }
+
+    fn redis_url(fixture: &Fixture) -> String {
+        fixture._redis.as_ref().unwrap().url()
+    }
+}
