@@ -5,4 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-cargo test --workspace --locked "$@"
+# --no-fail-fast: a red run shows every failing test binary, not only the first.
+cargo test --workspace --locked --no-fail-fast "$@"

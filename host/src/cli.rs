@@ -3,7 +3,7 @@
 //! ```text
 //! ticketing up    [-f spin.toml] [--listen ADDR] [--runtime-config-file PATH] [--state-dir DIR]
 //!                 [--build] [--request-timeout SECS] [--max-instance-memory SIZE]
-//!                 [--max-instances N]
+//!                 [--max-instances N] [--triggers all|http|nats]
 //! ticketing build [-f spin.toml]
 //! ```
 
@@ -14,6 +14,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use crate::manifest::Manifest;
+use crate::run::Triggers;
 use crate::up::{up, UpOptions};
 
 #[derive(Debug, Parser)]
@@ -38,7 +39,7 @@ pub enum Command {
 /// `-f/--from`, as `spin up` and `spin build` spell it.
 #[derive(Debug, clap::Args)]
 pub struct ManifestArg {
-    /// The application manifest.
+    /// The application manifest (or a lock file `spin up` wrote from it).
     #[arg(
         short = 'f',
         long = "from",
@@ -82,6 +83,12 @@ pub struct UpArgs {
     /// Component instances that may run at once; more requests wait.
     #[arg(long, value_name = "N", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_instances: u32,
+
+    /// Which triggers to run: the whole app, or one side of it while another process runs
+    /// the other on the same Redis and NATS (as under `spin up` with the trigger-nats
+    /// plugin).
+    #[arg(long, value_enum, value_name = "WHICH", default_value = "all")]
+    pub triggers: Triggers,
 }
 
 #[derive(Debug, clap::Args)]
@@ -92,13 +99,7 @@ pub struct BuildArgs {
 
 /// Parses the command line, sets up logging and runs the command.
 pub fn main() -> anyhow::Result<()> {
-    // With RUST_BACKTRACE set, every error value captures a std backtrace, and wasmtime
-    // builds one at each store drop: ~1.5% of the CPU under load, and host frames in error
-    // text a guest can read. Panics still honour RUST_BACKTRACE; RUST_LIB_BACKTRACE=1
-    // brings error backtraces back. Set while the process has one thread.
-    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
-        std::env::set_var("RUST_LIB_BACKTRACE", "0");
-    }
+    quiet_error_backtraces();
     let cli = Cli::parse();
     init_logging();
     match cli.command {
@@ -119,13 +120,24 @@ pub fn main() -> anyhow::Result<()> {
                 request_timeout: args.request_timeout,
                 max_instance_memory: args.max_instance_memory,
                 max_instances: args.max_instances,
+                triggers: args.triggers,
             }))
         }
     }
 }
 
+/// Errors carry no std backtrace unless `RUST_LIB_BACKTRACE` asks: with `RUST_BACKTRACE`
+/// set, every error value captures one, and wasmtime builds one at each store drop (~1.5%
+/// of the CPU under load, and host frames in error text a guest can read). Panics still
+/// honour `RUST_BACKTRACE`. Call while the process has one thread.
+pub(crate) fn quiet_error_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
+}
+
 /// `RUST_LOG` if set, else `info`.
-fn init_logging() {
+pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
@@ -196,6 +208,7 @@ mod tests {
         assert_eq!(up.max_instances, 256);
         assert_eq!(up.max_instance_memory, None);
         assert!(!up.build);
+        assert_eq!(up.triggers, Triggers::All);
 
         let cli = Cli::try_parse_from([
             "ticketing",
@@ -215,6 +228,8 @@ mod tests {
             "/tmp/s",
             "--runtime-config-file",
             "rc.toml",
+            "--triggers",
+            "http",
         ])
         .unwrap();
         let Command::Up(up) = cli.command else {
@@ -225,6 +240,7 @@ mod tests {
         assert_eq!(up.max_instance_memory, Some(64 << 20));
         assert_eq!(up.max_instances, 8);
         assert_eq!(up.runtime_config_file, Some(PathBuf::from("rc.toml")));
+        assert_eq!(up.triggers, Triggers::Http);
         assert!(up.build);
 
         let cli = Cli::try_parse_from(["ticketing", "build", "--from", "a.toml"]).unwrap();

@@ -6,6 +6,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+pub mod run;
 pub mod runtime_config;
 pub mod triggers;
 pub mod up;

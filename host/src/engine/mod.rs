@@ -16,7 +16,7 @@ mod outbound_http;
 mod state;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,6 +50,11 @@ pub struct EngineSettings {
     pub max_instance_memory: usize,
     /// Use wasmtime's on-disk compilation cache.
     pub compilation_cache: bool,
+    /// A wasmtime cache config file for that cache (Spin's `--cache`); `None`: the user's
+    /// default wasmtime config, if any.
+    pub cache_config_file: Option<PathBuf>,
+    /// Try the pooling allocator (off: on-demand allocation, Spin's `--disable-pooling`).
+    pub pooling: bool,
 }
 
 impl Default for EngineSettings {
@@ -58,12 +63,20 @@ impl Default for EngineSettings {
             max_instances: 256,
             max_instance_memory: 128 << 20,
             compilation_cache: true,
+            cache_config_file: None,
+            pooling: true,
         }
     }
 }
 
 /// Builds the process's engine: pooling allocator if it can be reserved, on-demand otherwise.
 pub fn new_engine(settings: &EngineSettings) -> anyhow::Result<Engine> {
+    if !settings.pooling {
+        tracing::info!("pooling allocator disabled: on-demand instance allocation");
+        let mut config = base_config(settings);
+        config.allocation_strategy(InstanceAllocationStrategy::OnDemand);
+        return Ok(Engine::new(&config)?);
+    }
     let mut config = base_config(settings);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling(settings)));
     match Engine::new(&config) {
@@ -88,7 +101,7 @@ fn base_config(settings: &EngineSettings) -> Config {
     config.wasm_component_model(true);
     config.epoch_interruption(true);
     if settings.compilation_cache {
-        match compilation_cache() {
+        match compilation_cache(settings.cache_config_file.as_deref()) {
             Ok(cache) => {
                 config.cache(Some(cache));
             }
@@ -100,10 +113,11 @@ fn base_config(settings: &EngineSettings) -> Config {
     config
 }
 
-/// wasmtime's compilation cache: a user's wasmtime cache config if there is one, else the
-/// default directory (e.g. ~/.cache/wasmtime). Concurrent hosts share it safely.
-fn compilation_cache() -> anyhow::Result<Cache> {
-    let mut cache = CacheConfig::from_file(None)?;
+/// wasmtime's compilation cache: `config_file`, else a user's wasmtime cache config if there
+/// is one, else the default directory (e.g. ~/.cache/wasmtime). Concurrent hosts share it
+/// safely.
+fn compilation_cache(config_file: Option<&Path>) -> anyhow::Result<Cache> {
+    let mut cache = CacheConfig::from_file(config_file)?;
     // By default wasmtime recompresses a module at zstd level 20 once it has been loaded
     // 256 times, in a background thread of some later start: ~170 MiB of memory for a
     // while (the bench caught a host idling at 198 MiB) to save a few MB of disk. Unless
@@ -192,6 +206,9 @@ pub struct ComponentConfig {
     pub key_value_stores: Vec<String>,
     /// `allowed_outbound_hosts`, templates resolved.
     pub allowed_outbound_hosts: AllowedHosts,
+    /// Discard the component's stdout and stderr instead of passing them through (Spin's
+    /// `-q`, or `--follow` naming other components).
+    pub quiet: bool,
 }
 
 /// A compiled, pre-linked component plus what each of its instances is given.
@@ -202,6 +219,7 @@ pub struct LoadedComponent {
     variables: Arc<HashMap<String, String>>,
     key_value_labels: Arc<[String]>,
     outbound: Arc<AllowedHosts>,
+    quiet: bool,
 }
 
 /// The engine, the linker and every loaded component: what triggers instantiate from.
@@ -300,6 +318,7 @@ impl Runtime {
                 variables: Arc::new(config.variables),
                 key_value_labels: config.key_value_stores.into(),
                 outbound: Arc::new(config.allowed_outbound_hosts),
+                quiet: config.quiet,
             }),
         );
         Ok(())
@@ -322,7 +341,9 @@ impl Runtime {
     /// `deadline` has passed.
     pub fn new_store(&self, component: &LoadedComponent, deadline: Instant) -> Store<HostState> {
         let mut wasi = WasiCtx::builder();
-        wasi.inherit_stdout().inherit_stderr();
+        if !component.quiet {
+            wasi.inherit_stdout().inherit_stderr();
+        }
         wasi.envs(&component.environment);
         let state = HostState {
             wasi: wasi.build(),
