@@ -1,4 +1,5 @@
-//! The ticketing host as a library: the `ticketing` binary and the tests build on it.
+//! The ticketing host as a library: the `ticketing` binary, the `trigger-nats` Spin plugin
+//! and the tests build on it.
 
 pub mod backends;
 pub mod build;
@@ -8,6 +9,7 @@ pub mod engine;
 pub mod manifest;
 pub mod run;
 pub mod runtime_config;
+pub mod spin_plugin;
 pub mod triggers;
 pub mod up;
 pub mod variables;
