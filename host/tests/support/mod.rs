@@ -2,6 +2,7 @@
 //! data dir) and its own `ticketing` host (own state dir), and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod spin;
 pub mod stripe;
 
 use std::io::{Read, Write};
@@ -33,7 +34,7 @@ pub fn testbed_manifest() -> PathBuf {
 
 /// Builds the components of both manifests once per test binary, through the host's own
 /// `ticketing build` (the same path as `ticketing up --build`).
-fn ensure_built() {
+pub fn ensure_built() {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         for manifest in [app_manifest(), testbed_manifest()] {
