@@ -133,6 +133,7 @@ macro_rules! conformance_suite {
                 nak_redelivers_after_its_delay,
                 acked_events_are_not_redelivered,
                 ack_wait_expiry_redelivers,
+                in_progress_keeps_a_delivery_past_ack_wait,
                 duplicate_message_ids_are_dropped,
                 every_consumer_gets_every_event,
                 one_durable_consumer_shared_by_two_handles_handles_each_event_once,
@@ -282,6 +283,31 @@ mod checks {
         );
         assert_eq!((second.delivered, second.sequence), (2, sequence));
         second.ack().await.unwrap();
+    }
+
+    /// A handler that runs longer than `ack_wait` keeps its delivery with in-progress
+    /// acknowledgements (the slack between them and `ack_wait` is seconds, for a loaded
+    /// machine).
+    pub async fn in_progress_keeps_a_delivery_past_ack_wait(fixture: &mut Fixture) {
+        let bus = fixture.bus();
+        let ack_wait = Duration::from_secs(3);
+        let mut consumer = bus
+            .consume("c", "ticketing.>", &options(5, ack_wait))
+            .await
+            .unwrap();
+        bus.publish(event("ticketing.order.created", "o1"))
+            .await
+            .unwrap();
+        let delivery = expect_next(&mut *consumer).await;
+        let started = Instant::now();
+        while started.elapsed() < ack_wait * 2 {
+            delivery.in_progress().await.unwrap();
+            if let Some(again) = next_within(&mut *consumer, Duration::from_millis(300)).await {
+                panic!("delivered again while in progress: {again:?}");
+            }
+        }
+        delivery.ack().await.unwrap();
+        expect_nothing(&mut *consumer).await;
     }
 
     pub async fn duplicate_message_ids_are_dropped(fixture: &mut Fixture) {

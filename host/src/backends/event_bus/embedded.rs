@@ -395,6 +395,7 @@ impl Consumer for EmbeddedConsumer {
                         sequence,
                         delivered,
                         max_deliver: self.options.max_deliver,
+                        ack_wait: self.options.ack_wait,
                     };
                     return Ok(Delivery::new(
                         subject,
@@ -550,6 +551,7 @@ struct EmbeddedAcker {
     /// was delivered again since is ignored.
     delivered: u32,
     max_deliver: u32,
+    ack_wait: Duration,
 }
 
 impl EmbeddedAcker {
@@ -621,6 +623,41 @@ impl Acker for EmbeddedAcker {
 
     async fn term(self: Box<Self>) -> anyhow::Result<()> {
         self.settle(None).await
+    }
+
+    async fn in_progress(&self) -> anyhow::Result<()> {
+        let consumer = self.consumer.clone();
+        let (sequence, delivered, ack_wait) = (self.sequence, self.delivered, self.ack_wait);
+        self.shared
+            .blocking(move |shared| {
+                let txn = shared.database.begin_write()?;
+                let extended = {
+                    let mut pending = txn.open_table(PENDING)?;
+                    let mut due = txn.open_table(DUE)?;
+                    let current = pending
+                        .get((&*consumer, sequence))?
+                        .map(|value| value.value());
+                    match current {
+                        // Still this delivery's: hide it for another ack_wait from now.
+                        Some((due_ms, count)) if count == delivered => {
+                            let hidden_until = now_ms().saturating_add(millis(ack_wait));
+                            due.remove((&*consumer, due_ms, sequence))?;
+                            due.insert((&*consumer, hidden_until, sequence), ())?;
+                            pending.insert((&*consumer, sequence), (hidden_until, count))?;
+                            true
+                        }
+                        // Settled, or delivered again since: nothing to extend.
+                        _ => false,
+                    }
+                };
+                if extended {
+                    txn.commit()?;
+                } else {
+                    txn.abort()?;
+                }
+                Ok(())
+            })
+            .await
     }
 }
 

@@ -114,10 +114,12 @@ pub struct Delivery {
 
 /// How a backend settles one delivery.
 #[async_trait]
-pub trait Acker: Send {
+pub trait Acker: Send + Sync {
     async fn ack(self: Box<Self>) -> anyhow::Result<()>;
     async fn nak(self: Box<Self>, delay: Duration) -> anyhow::Result<()>;
     async fn term(self: Box<Self>) -> anyhow::Result<()>;
+    /// Still working on it: restart the delivery's `ack_wait`.
+    async fn in_progress(&self) -> anyhow::Result<()>;
 }
 
 impl Delivery {
@@ -150,6 +152,13 @@ impl Delivery {
     /// Never: stop delivering it, without it counting as handled.
     pub async fn term(self) -> anyhow::Result<()> {
         self.acker.term().await
+    }
+
+    /// Still being handled: not to be delivered again for another `ack_wait`. Lets
+    /// `ack_wait` be short (a crashed host's events come back quickly) while a handler may
+    /// run longer.
+    pub async fn in_progress(&self) -> anyhow::Result<()> {
+        self.acker.in_progress().await
     }
 }
 

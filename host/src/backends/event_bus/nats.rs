@@ -4,7 +4,7 @@
 //! Durable consumers live in the server, so every host replica that opens the same name
 //! shares its deliveries (each message goes to one replica) and a restarted host picks up
 //! where the previous one left off: what it had not acknowledged is redelivered after
-//! `ack_wait`. Deduplication is JetStream's own (`Nats-Msg-Id` and the stream's duplicate
+//! `ack_wait` (short: a handler that runs longer keeps its delivery with progress acks). Deduplication is JetStream's own (`Nats-Msg-Id` and the stream's duplicate
 //! window).
 
 use std::time::Duration;
@@ -215,5 +215,14 @@ impl Acker for NatsAcker {
             .await
             .map_err(anyhow::Error::from_boxed)
             .context("terminating")
+    }
+
+    async fn in_progress(&self) -> anyhow::Result<()> {
+        // `+WPI`: JetStream restarts the message's ack_wait.
+        self.0
+            .ack_with(AckKind::Progress)
+            .await
+            .map_err(anyhow::Error::from_boxed)
+            .context("in-progress acknowledgement")
     }
 }

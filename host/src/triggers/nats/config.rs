@@ -7,7 +7,7 @@
 //! stream_subjects = ["ticketing.>"]
 //! stream_max_age_seconds = 604800            # how long JetStream keeps events; 0 = forever
 //! max_deliver = 5                            # deliveries per event, the first included
-//! ack_wait_seconds = 30
+//! ack_wait_seconds = 5                       # redelivery after a host dies mid-event
 //! retry_delay_ms = 500                       # first retry-later delay; doubles per delivery
 //! dead_letter_subject = "ticketing.dead-letter"   # + ".<component>"
 //! timers_url = "{{ timers_url }}"            # "" = embedded timers; else Redis (the scheduler)
@@ -55,7 +55,9 @@ impl Default for NatsSettings {
             url: String::new(),
             stream: StreamConfig::default(),
             max_deliver: 5,
-            ack_wait: Duration::from_secs(30),
+            // Short, so that a crashed host's in-flight events come back within seconds;
+            // a longer handler keeps its delivery with in-progress acknowledgements.
+            ack_wait: Duration::from_secs(5),
             retry_delay: Duration::from_millis(500),
             dead_letter_subject: "ticketing.dead-letter".to_owned(),
             timers_url: String::new(),

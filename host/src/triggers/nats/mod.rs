@@ -58,8 +58,8 @@ const CONSUMER_RETRY_MAX: Duration = Duration::from_secs(30);
 /// Limits of the NATS trigger.
 #[derive(Debug, Clone)]
 pub struct NatsRunSettings {
-    /// Wall-clock budget of one handler call (the HTTP request timeout). Capped at the
-    /// consumer's `ack_wait`, past which the event would be delivered again anyway.
+    /// Wall-clock budget of one handler call (the HTTP request timeout). It may exceed the
+    /// consumer's `ack_wait`: a running handler keeps its delivery with progress acks.
     pub handler_timeout: Duration,
     /// How long shutdown waits for running handlers.
     pub shutdown_grace: Duration,
@@ -273,7 +273,9 @@ impl NatsTrigger {
             payload: delivery.payload.clone(),
             delivery: delivery.delivered,
         };
-        let outcome = self.call(&listener.component, message).await;
+        let outcome = self
+            .call_keeping_delivery(listener, &delivery, message)
+            .await;
         let last_try = delivery.delivered >= max_deliver;
         let delivered = delivery.delivered;
         let subject = delivery.subject.clone();
@@ -340,12 +342,44 @@ impl NatsTrigger {
         retry_delay(self.settings.retry_delay, delivered)
     }
 
+    /// `call`, sending an in-progress acknowledgement every third of `ack_wait` while it
+    /// runs: `ack_wait` stays short, so the events of a host that died are delivered again
+    /// within seconds, and a handler may still take up to the handler timeout.
+    async fn call_keeping_delivery(
+        &self,
+        listener: &Listener,
+        delivery: &Delivery,
+        message: Message,
+    ) -> Outcome {
+        let call = self.call(&listener.component, message);
+        tokio::pin!(call);
+        let period = (self.settings.ack_wait / 3).max(Duration::from_millis(100));
+        let mut progress = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                outcome = &mut call => return outcome,
+                _ = progress.tick() => {
+                    if let Err(error) = delivery.in_progress().await {
+                        tracing::warn!(
+                            component = %listener.component,
+                            subject = %delivery.subject,
+                            error = %format!("{error:#}"),
+                            "in-progress acknowledgement failed; the event may be delivered \
+                             again while its handler runs"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
     /// Instantiates the component and calls its `handle`, within the handler deadline.
     async fn call(&self, component_id: &str, message: Message) -> Outcome {
         let Some(handler) = self.handlers.get(component_id) else {
             return Outcome::Failed(format!("component `{component_id}` is not loaded"));
         };
-        let timeout = self.run.handler_timeout.min(self.settings.ack_wait);
+        let timeout = self.run.handler_timeout;
         let deadline = Instant::now() + timeout;
         let tokio_deadline = tokio::time::Instant::from_std(deadline);
         let Ok(_slot) = tokio::time::timeout_at(tokio_deadline, self.runtime.instance_slot()).await
