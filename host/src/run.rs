@@ -31,14 +31,16 @@ use anyhow::{bail, Context as _};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Notify};
 
-use crate::backends::event_bus;
+use crate::backends::event_bus::{self, EventBus};
 use crate::backends::key_value::{EmbeddedState, KeyValueStores, StoreConfig};
-use crate::backends::timers::{self, TimerDriver, TimerDriverSettings};
+use crate::backends::timers::{self, TimerDriver, TimerDriverSettings, TimerStore};
 use crate::engine::{self, AllowedHosts, ComponentConfig, EngineSettings, EpochTicker, Runtime};
 use crate::manifest::{HttpRoute, Manifest};
 use crate::runtime_config::{RuntimeConfig, VariablesProvider};
 use crate::triggers::http::{HttpSettings, HttpTrigger};
-use crate::triggers::nats::{self, NatsRunSettings, NatsSettings, NatsTrigger, NatsTriggerConfig};
+use crate::triggers::nats::{
+    self, NatsRunSettings, NatsSettings, NatsTrigger, NatsTriggerConfig, RunningNatsTrigger,
+};
 use crate::variables::{self, DevSecrets, Template};
 
 /// The embedded state file inside the state dir (key-value stores, queue and timers).
@@ -149,14 +151,9 @@ impl Default for RunOptions {
 pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> {
     // Listening for the signals first: one that arrives during start-up (`spin up` sends
     // SIGTERM when its user gives up waiting) is then a clean stop, not a kill.
-    let (stop, stopping) = watch::channel(false);
-    let signal = shutdown_signal();
-    tokio::spawn(async move {
-        signal.await;
-        let _ = stop.send(true);
-    });
-
+    let stopping = stop_on_signal();
     let triggers = options.triggers;
+
     let runtime_config = match &options.runtime_config_file {
         Some(path) => RuntimeConfig::load(path)?,
         None => RuntimeConfig::default(),
@@ -177,25 +174,8 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
     std::fs::create_dir_all(&state.path)
         .with_context(|| format!("creating state dir {}", state.path.display()))?;
 
-    let dev_secrets = development.then(|| DevSecrets::in_state_dir(&state.path));
-    let env = |name: &str| std::env::var(name).ok();
-    let mut providers = runtime_config.variables_providers.clone();
-    if !options.variables.is_empty() {
-        providers.insert(
-            0,
-            VariablesProvider::Static {
-                values: options.variables.clone(),
-            },
-        );
-    }
-    let app_variables = variables::resolve_application(
-        &manifest.variables,
-        &variables::Sources {
-            providers: &providers,
-            env: &env,
-            dev_secrets: dev_secrets.as_ref(),
-        },
-    )?;
+    let app_variables =
+        resolve_variables(&manifest, &runtime_config, &options, &state, development)?;
 
     // `[application.trigger.nats]` configures the event bus itself (NATS or embedded), which
     // every component may publish to, listening or not, and the timers.
@@ -245,11 +225,124 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
         timer_wake.clone(),
         &settings,
     )?;
-    for id in &served {
+    load_components(
+        &mut runtime,
+        &manifest,
+        &served,
+        &app_variables,
+        &options.output,
+    )?;
+    release_freed_memory();
+    let runtime = Arc::new(runtime);
+
+    // Consumers are opened before anything is served, so from here on every event is kept
+    // for its listeners; timers fire onto the bus only once every listener's consumer exists.
+    let mut nats_side = None;
+    if triggers.nats() {
+        let side = NatsSide::start(
+            &manifest,
+            &nats_config,
+            &runtime,
+            bus,
+            timer_store,
+            timer_wake,
+            &options,
+        );
+        nats_side = Some(side.await?);
+    }
+    let mut http_side = None;
+    if triggers.http() {
+        http_side = Some(HttpSide::bind(&manifest, &runtime, &options).await?);
+    }
+
+    let mode = if development {
+        "development (no runtime config)"
+    } else {
+        "runtime config"
+    };
+    match &http_side {
+        Some(http) => tracing::info!(
+            app = %manifest.application.name,
+            state_dir = %state.path.display(),
+            mode,
+            triggers = ?triggers,
+            "Serving http://{}",
+            http.listener.local_addr()?
+        ),
+        None => tracing::info!(
+            app = %manifest.application.name,
+            state_dir = %state.path.display(),
+            mode,
+            listeners = nats_config.listeners.len(),
+            "NATS trigger running"
+        ),
+    }
+
+    serve_until_stopped(http_side, nats_side, stopping).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// A receiver that turns true on Ctrl-C or SIGTERM.
+fn stop_on_signal() -> watch::Receiver<bool> {
+    let (stop, stopping) = watch::channel(false);
+    let signal = shutdown_signal();
+    tokio::spawn(async move {
+        signal.await;
+        let _ = stop.send(true);
+    });
+    stopping
+}
+
+async fn stopped(mut stopping: watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|stop| *stop).await;
+}
+
+/// Application variables, from (highest first) `--variable`, the runtime config's
+/// providers, `SPIN_VARIABLE_*` and the defaults; in development mode a missing secret gets
+/// a generated value kept in the state dir.
+fn resolve_variables(
+    manifest: &Manifest,
+    runtime_config: &RuntimeConfig,
+    options: &RunOptions,
+    state: &ResolvedStateDir,
+    development: bool,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let dev_secrets = development.then(|| DevSecrets::in_state_dir(&state.path));
+    let env = |name: &str| std::env::var(name).ok();
+    let mut providers = runtime_config.variables_providers.clone();
+    if !options.variables.is_empty() {
+        providers.insert(
+            0,
+            VariablesProvider::Static {
+                values: options.variables.clone(),
+            },
+        );
+    }
+    variables::resolve_application(
+        &manifest.variables,
+        &variables::Sources {
+            providers: &providers,
+            env: &env,
+            dev_secrets: dev_secrets.as_ref(),
+        },
+    )
+}
+
+/// Compiles (or takes from the cache) and pre-links each of `served`, with its variables,
+/// stores and outbound policy resolved.
+fn load_components(
+    runtime: &mut Runtime,
+    manifest: &Manifest,
+    served: &[String],
+    app_variables: &BTreeMap<String, String>,
+    output: &ComponentOutput,
+) -> anyhow::Result<()> {
+    for id in served {
         let component = &manifest.components[id.as_str()];
-        let mut config = component_config(id, component, &app_variables)
+        let mut config = component_config(id, component, app_variables)
             .with_context(|| format!("{}: [component.{id}]", manifest.path.display()))?;
-        config.quiet = !options.output.shows(id);
+        config.quiet = !output.shows(id);
         let source = manifest.component_source(id)?;
         let source = source.canonicalize().unwrap_or(source);
         if !source.exists() {
@@ -261,16 +354,28 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
         }
         runtime.load(id, &source, config)?;
     }
-    release_freed_memory();
-    let runtime = Arc::new(runtime);
+    Ok(())
+}
 
-    // Consumers are opened before anything is served, so from here on every event is kept
-    // for its listeners; timers fire onto the bus only once every listener's consumer exists.
-    let mut events = None;
-    let mut timer_driver = None;
-    if triggers.nats() {
+/// The NATS side of a run: the NATS trigger's consumers and the timer driver that fires the
+/// timers its listeners schedule.
+struct NatsSide {
+    events: RunningNatsTrigger,
+    timer_driver: TimerDriver,
+}
+
+impl NatsSide {
+    async fn start(
+        manifest: &Manifest,
+        nats_config: &NatsTriggerConfig,
+        runtime: &Arc<Runtime>,
+        bus: Arc<dyn EventBus>,
+        timer_store: Arc<dyn TimerStore>,
+        timer_wake: Arc<Notify>,
+        options: &RunOptions,
+    ) -> anyhow::Result<NatsSide> {
         let trigger = NatsTrigger::new(
-            &nats_config,
+            nats_config,
             runtime.clone(),
             bus.clone(),
             NatsRunSettings {
@@ -279,17 +384,28 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
             },
         )
         .with_context(|| format!("{}: [[trigger.nats]]", manifest.path.display()))?;
-        events = Some(Arc::new(trigger).start().await?);
-        timer_driver = Some(TimerDriver::start(
-            timer_store,
-            bus.clone(),
-            timer_wake,
-            TimerDriverSettings::default(),
-        ));
+        let events = Arc::new(trigger).start().await?;
+        let timer_driver =
+            TimerDriver::start(timer_store, bus, timer_wake, TimerDriverSettings::default());
+        Ok(NatsSide {
+            events,
+            timer_driver,
+        })
     }
+}
 
-    let mut http = None;
-    if triggers.http() {
+/// The HTTP side of a run: the routes, and the socket they are served on.
+struct HttpSide {
+    trigger: HttpTrigger,
+    listener: TcpListener,
+}
+
+impl HttpSide {
+    async fn bind(
+        manifest: &Manifest,
+        runtime: &Arc<Runtime>,
+        options: &RunOptions,
+    ) -> anyhow::Result<HttpSide> {
         let trigger = HttpTrigger::new(
             &manifest.http_triggers,
             runtime.clone(),
@@ -308,35 +424,23 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
             .map(|(route, component)| format!("{route} -> {component}"))
             .collect();
         tracing::info!("routes: {}", routes.join(", "));
-        http = Some((trigger, listener));
+        Ok(HttpSide { trigger, listener })
     }
+}
 
-    let mode = if development {
-        "development (no runtime config)"
-    } else {
-        "runtime config"
-    };
-    match &http {
-        Some((_, listener)) => tracing::info!(
-            app = %manifest.application.name,
-            state_dir = %state.path.display(),
-            mode,
-            triggers = ?triggers,
-            "Serving http://{}",
-            listener.local_addr()?
-        ),
-        None => tracing::info!(
-            app = %manifest.application.name,
-            state_dir = %state.path.display(),
-            mode,
-            listeners = nats_config.listeners.len(),
-            "NATS trigger running"
-        ),
-    }
-
-    // One signal stops both triggers taking work; each then drains within its own grace.
-    let stopped = |mut stopping: watch::Receiver<bool>| async move {
-        let _ = stopping.wait_for(|stop| *stop).await;
+/// Runs until `stopping`; then both sides stop taking work and drain together, each within
+/// its own grace, and the timer driver stops last.
+async fn serve_until_stopped(
+    http: Option<HttpSide>,
+    nats: Option<NatsSide>,
+    stopping: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let (events, timer_driver) = match nats {
+        Some(NatsSide {
+            events,
+            timer_driver,
+        }) => (Some(events), Some(timer_driver)),
+        None => (None, None),
     };
     let events_stopped = events.map(|events| {
         let stopped = stopped(stopping.clone());
@@ -346,7 +450,7 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
         })
     });
     let served = match http {
-        Some((trigger, listener)) => {
+        Some(HttpSide { trigger, listener }) => {
             Arc::new(trigger)
                 .serve(listener, stopped(stopping.clone()))
                 .await
@@ -364,9 +468,7 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
     if let Some(timer_driver) = timer_driver {
         timer_driver.stop().await;
     }
-    served?;
-    tracing::info!("stopped");
-    Ok(())
+    served
 }
 
 /// The state dir, and whether what is kept there outlives this run.
