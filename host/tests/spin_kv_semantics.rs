@@ -2,7 +2,8 @@
 //! host's: one account per email, exactly one winner of a ticket, each update applied once,
 //! one charge per order, every ticket listed. The host runs with
 //! `TICKETING_TEST_KV_SEMANTICS` (see `host/src/backends/key_value/spin_semantics.rs`):
-//! `spin-redis` on a real Redis server (swaps always report a conflict, `get-many` fails),
+//! `spin-redis` on a real Redis server (swaps always report a conflict, `get-many` fails the
+//! request),
 //! `spin-sqlite` on the embedded store (a swap from "absent" overwrites, `get-many` leaves
 //! absent keys out).
 mod support;

@@ -10,7 +10,8 @@
 //!   `cas-failed` whether or not its write was applied (the write itself is conditional);
 //! - its SQLite store turns a swap whose `current()` was absent into an unconditional upsert,
 //!   so two "create if absent" both succeed;
-//! - its Redis `get-many` fails, and its SQLite `get-many` leaves absent keys out.
+//! - its Redis `get-many` fails the whole request (the host panics parsing the reply), and
+//!   its SQLite `get-many` leaves absent keys out.
 //!
 //! `increment` is atomic everywhere. Hence:
 //! - **creating** a key exclusively (`insert_new`) claims it first with an increment of its
@@ -20,16 +21,15 @@
 //!   writes it was built on. After a swap that reports `cas-failed`, one read tells whether
 //!   the write landed (our token is in the stored value, even if a later write has built on
 //!   it) or lost (it is not), so a landed write is never applied twice;
-//! - **batched reads** fall back to single reads for whatever `get-many` did not answer.
+//! - **batched reads** are single reads: Spin's Redis `get-many` fails the whole request.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use spin_sdk::wit::wasi::keyvalue::{
     atomics::{self, Cas, CasError},
-    batch,
     store::{self, Bucket},
 };
 
@@ -39,9 +39,6 @@ use crate::errors::ApiError;
 /// with a 500. Conflicts are short-lived (another request's single write), so this is
 /// only reached by a pathological hot key.
 pub const MAX_CAS_ATTEMPTS: u32 = 50;
-
-/// Keys per `get-many` call: bounds the size of one message between guest and host.
-pub const GET_MANY_BATCH: usize = 256;
 
 /// One service's key-value store.
 pub struct Store {
@@ -194,39 +191,15 @@ impl Store {
             .collect())
     }
 
-    /// The values under `keys`, in the same order (`None` where a key is absent), read in
-    /// batches of [`GET_MANY_BATCH`] keys per call to the host. A key the batch read did not
-    /// answer with a value is read on its own (Spin's SQLite store leaves absent keys out of
-    /// `get-many`), and a failed batch read is done key by key (Spin's Redis `get-many`
-    /// always fails; then this request stops trying it).
+    /// The values under `keys`, in the same order (`None` where a key is absent), one `get`
+    /// per key. Not `wasi:keyvalue/batch`'s `get-many`: Spin 3.6's Redis store sends
+    /// `KEYS k1 k2 ...` for it and the request dies in the host (a panic while parsing the
+    /// reply), and its SQLite store leaves absent keys out.
     pub fn get_many<T: DeserializeOwned>(
         &self,
         keys: &[String],
     ) -> Result<Vec<Option<T>>, ApiError> {
-        let mut values = Vec::with_capacity(keys.len());
-        let mut batch_works = true;
-        for chunk in keys.chunks(GET_MANY_BATCH) {
-            let namespaced: Vec<String> = chunk.iter().map(|key| self.namespaced(key)).collect();
-            let mut found: HashMap<String, Option<Vec<u8>>> = HashMap::new();
-            if batch_works {
-                match batch::get_many(&self.bucket, &namespaced) {
-                    // Matched by key: a store may answer in another order.
-                    Ok(entries) => found = entries.into_iter().collect(),
-                    Err(_) => batch_works = false,
-                }
-            }
-            for key in namespaced {
-                let bytes = match found.remove(&key).flatten() {
-                    Some(bytes) => Some(bytes),
-                    None => self
-                        .bucket
-                        .get(&key)
-                        .map_err(|e| anyhow!("reading {key}: {e:?}"))?,
-                };
-                values.push(bytes.map(|bytes| decode(&key, &bytes)).transpose()?);
-            }
-        }
-        Ok(values)
+        keys.iter().map(|key| self.get(key)).collect()
     }
 
     /// The compare-and-swap loop under every conditional write: `next` turns the current

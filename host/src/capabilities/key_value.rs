@@ -11,6 +11,7 @@ use wasmtime::component::{Resource, ResourceTable};
 
 use super::bindings::fermyon::spin::key_value as spin_kv;
 use super::bindings::wasi::keyvalue::{atomics, batch, store as wasi_kv};
+use crate::backends::key_value::spin_semantics::FailsInvocation;
 use crate::backends::key_value::{KeyValueBackend, KeyValueStores};
 
 /// How many stores (Spin stores and `wasi:keyvalue` buckets together) one instance may hold
@@ -398,11 +399,12 @@ impl batch::Host for KeyValueCtx {
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, wasi_kv::Error>> {
         let store = self.bucket(&bucket)?;
-        Ok(store
-            .backend
-            .get_many(&keys)
-            .await
-            .map_err(|e| store.wasi_error(e)))
+        match store.backend.get_many(&keys).await {
+            Ok(found) => Ok(Ok(found)),
+            // The emulated Spin failure takes the whole invocation down, as Spin's does.
+            Err(error) if error.is::<FailsInvocation>() => Err(wasmtime::Error::from_anyhow(error)),
+            Err(error) => Ok(Err(store.wasi_error(error))),
+        }
     }
 
     async fn set_many(

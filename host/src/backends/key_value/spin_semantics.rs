@@ -4,7 +4,8 @@
 //!
 //! - `spin-redis` (Spin's `type = "redis"` store): a compare-and-swap is applied only if the
 //!   value did not change, but always reports failure (Spin ends every swap with an
-//!   `UNWATCH <key>` that Redis rejects); `get-many` fails (it sends `KEYS k1 k2 ...`).
+//!   `UNWATCH <key>` that Redis rejects); `get-many` fails the guest's whole invocation (it
+//!   sends `KEYS k1 k2 ...`, and Spin panics parsing the reply: a 500 with an empty body).
 //! - `spin-sqlite` (Spin's `type = "spin"` store): a compare-and-swap from an absent key is
 //!   an unconditional write that reports success; `get-many` leaves absent keys out.
 //!
@@ -19,6 +20,19 @@ use super::KeyValueBackend;
 
 /// The environment variable that selects the emulated semantics (unset: this host's own).
 pub const ENV_VAR: &str = "TICKETING_TEST_KV_SEMANTICS";
+
+/// A backend error that must fail the guest's whole invocation rather than come back to the
+/// guest as an error value, as a panic inside Spin's host does.
+#[derive(Debug)]
+pub struct FailsInvocation(pub &'static str);
+
+impl std::fmt::Display for FailsInvocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl std::error::Error for FailsInvocation {}
 
 /// Which Spin store to behave like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,9 +118,10 @@ impl KeyValueBackend for WithSpinSemantics {
 
     async fn get_many(&self, keys: &[String]) -> anyhow::Result<Vec<(String, Option<Vec<u8>>)>> {
         match self.semantics {
-            SpinSemantics::Redis => {
-                anyhow::bail!("ERR wrong number of arguments for 'keys' command")
-            }
+            SpinSemantics::Redis => Err(FailsInvocation(
+                "Spin 3.6.3's Redis get-many (KEYS k1 k2 ...) panics in the host",
+            )
+            .into()),
             SpinSemantics::Sqlite => {
                 let mut found = self.inner.get_many(keys).await?;
                 found.retain(|(_, value)| value.is_some());
@@ -143,7 +158,8 @@ mod tests {
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
         assert!(!store.compare_and_swap("k", Some(b"a"), b"c").await.unwrap());
         assert_eq!(store.get("k").await.unwrap().as_deref(), Some(&b"b"[..]));
-        assert!(store.get_many(&["k".into()]).await.is_err());
+        let error = store.get_many(&["k".into()]).await.unwrap_err();
+        assert!(error.is::<FailsInvocation>());
     }
 
     #[tokio::test]
