@@ -69,7 +69,13 @@ fn a_trap_or_memory_hog_is_a_500_with_the_error_envelope() {
 
 #[test]
 fn concurrent_crashes_do_not_disturb_healthy_requests() {
-    let host = testbed(Backend::Embedded);
+    // None of these paths loops, so the deadline only has to outlast a loaded machine: eight
+    // guests filling their memory at once may take seconds, and a request past its deadline
+    // answers 503, not the 500 of a failed guest.
+    let host = HostConfig::testbed(Backend::Embedded)
+        .arg("--request-timeout")
+        .arg("60")
+        .start();
     let client = host.client();
     let replies = at_once(24, move |i| {
         let path = ["/testbed/trap", "/testbed/ok", "/testbed/memory"][i % 3];
