@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses a different part of this module
 
 pub mod spin;
+pub mod spinkube;
 pub mod stripe;
 
 use std::io::{Read, Write};
