@@ -173,6 +173,10 @@ async fn malformed_unknown_and_oversized_requests_get_their_errors() {
     app.get("/api/users/nope", None)
         .await
         .assert_error(404, &["Not Found"]);
+    // Paths no service serves: the catch-all component, not Spin's empty 404.
+    for path in ["/", "/nope", "/api/nothing/here"] {
+        app.get(path, None).await.assert_error(404, &["Not Found"]);
+    }
     app.call(
         request("DELETE", "/api/tickets", None)
             .body(Default::default())

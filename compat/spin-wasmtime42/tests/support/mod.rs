@@ -43,14 +43,17 @@ pub enum Service {
     Tickets,
     Orders,
     Payments,
+    /// The catch-all route `/...`: the API's 404 for every other path.
+    NotFound,
 }
 
 impl Service {
-    const ALL: [Service; 4] = [
+    const ALL: [Service; 5] = [
         Service::Auth,
         Service::Tickets,
         Service::Orders,
         Service::Payments,
+        Service::NotFound,
     ];
 
     fn name(self) -> &'static str {
@@ -59,6 +62,7 @@ impl Service {
             Service::Tickets => "tickets",
             Service::Orders => "orders",
             Service::Payments => "payments",
+            Service::NotFound => "not-found",
         }
     }
 
@@ -67,7 +71,8 @@ impl Service {
         self.name()
     }
 
-    /// The component serving `path` (`/api/users/...` is auth, and so on).
+    /// The component serving `path` (`/api/users/...` is auth, and so on; anything else is
+    /// the catch-all).
     fn for_path(path: &str) -> Service {
         let prefix = path.trim_start_matches('/').split('/').nth(1);
         match prefix {
@@ -75,7 +80,7 @@ impl Service {
             Some("tickets") => Service::Tickets,
             Some("orders") => Service::Orders,
             Some("payments") => Service::Payments,
-            _ => panic!("no route for {path}"),
+            _ => Service::NotFound,
         }
     }
 }
@@ -230,7 +235,7 @@ fn compile() -> wasmtime::Result<Compiled> {
     for service in Service::ALL {
         let path = workspace_root().join(format!(
             "target/wasm32-wasip2/release/ticketing_{}.wasm",
-            service.name()
+            service.name().replace('-', "_")
         ));
         let component = Component::from_file(&engine, &path)
             .with_context(|| format!("compiling {}", path.display()))?;
