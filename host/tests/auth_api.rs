@@ -4,6 +4,7 @@ mod support;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use base64::Engine as _;
+use support::scenarios::concurrent_signups_with_one_email_create_one_user;
 use support::*;
 
 on_every_backend!(
@@ -138,27 +139,6 @@ fn signup_rejects_a_duplicate_email(host: &Host) {
         .status,
         200
     );
-}
-
-fn concurrent_signups_with_one_email_create_one_user(host: &Host) {
-    let email = unique_email();
-    let client = host.client();
-    let replies = at_once(16, move |i| {
-        client.clone().post(
-            "/api/users/signup",
-            json!({"email": email, "password": format!("secret{i}")}),
-        )
-    });
-    let created: Vec<_> = replies.iter().filter(|r| r.status == 201).collect();
-    assert_eq!(
-        created.len(),
-        1,
-        "exactly one signup wins: {:?}",
-        replies.iter().map(|r| r.status).collect::<Vec<_>>()
-    );
-    for r in replies.iter().filter(|r| r.status != 201) {
-        r.assert_error(400, &["Email in use"]);
-    }
 }
 
 fn signin_checks_credentials(host: &Host) {

@@ -2,6 +2,7 @@
 //! key-value backends.
 mod support;
 
+use support::scenarios::concurrent_updates_each_bump_the_version_once;
 use support::*;
 
 on_every_backend!(
@@ -192,35 +193,6 @@ fn update_checks_in_the_documented_order(host: &Host) {
         2
     );
     assert_eq!(anon.get(&path).json()["version"], 2);
-}
-
-fn concurrent_updates_each_bump_the_version_once(host: &Host) {
-    let mut owner = host.client();
-    owner.sign_up();
-    let ticket = owner
-        .post("/api/tickets", json!({"title": "Race", "price": 1}))
-        .json();
-    let path = format!("/api/tickets/{}", ticket["id"].as_str().unwrap());
-    let (client, p) = (owner.clone(), path.clone());
-    let replies = at_once(12, move |i| {
-        client
-            .clone()
-            .put(&p, json!({"title": "Race", "price": i + 1}))
-    });
-    let mut versions: Vec<u64> = replies
-        .iter()
-        .map(|r| {
-            assert_eq!(r.status, 200, "{}", r.body);
-            r.json()["version"].as_u64().unwrap()
-        })
-        .collect();
-    versions.sort();
-    assert_eq!(
-        versions,
-        (1..=12).collect::<Vec<_>>(),
-        "each update is applied exactly once, in some order"
-    );
-    assert_eq!(host.client().get(&path).json()["version"], 12);
 }
 
 fn concurrent_creates_are_all_listed_in_creation_order(host: &Host) {

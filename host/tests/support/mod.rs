@@ -2,6 +2,7 @@
 //! data dir) and its own `ticketing` host (own state dir), and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod scenarios;
 pub mod spin;
 pub mod spinkube;
 pub mod stripe;
@@ -9,7 +10,7 @@ pub mod stripe;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -292,23 +293,11 @@ impl Host {
 
     /// SIGTERM, and the exit status once the host has shut down.
     pub fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!("host did not stop within 20 s of SIGTERM:\n{}", self.log());
+        terminate(&mut self.child, Duration::from_secs(20), "host", &self.log)
     }
 
     pub fn signal(&self, signal: &str) {
-        Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
+        send_signal(&self.child, signal);
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -316,7 +305,7 @@ impl Host {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -334,16 +323,58 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        if self.is_running() {
-            self.signal("TERM");
-            std::thread::sleep(Duration::from_millis(100));
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- host log ----\n{}", self.log());
-        }
+        end_process(
+            &mut self.child,
+            Duration::from_millis(100),
+            "host",
+            &self.log,
+        );
     }
+}
+
+/// Sends `signal` (`TERM`, `KILL`, ...) to a child process.
+pub fn send_signal(child: &Child, signal: &str) {
+    Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+}
+
+/// SIGTERM, and the exit status once the process has exited; a process still running after
+/// `grace` fails the test with its log.
+pub fn terminate(child: &mut Child, grace: Duration, what: &str, log: &Path) -> ExitStatus {
+    send_signal(child, "TERM");
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!(
+        "{what} did not stop within {grace:?} of SIGTERM:\n{}",
+        read_log(log)
+    );
+}
+
+/// For `Drop`: a process still running gets SIGTERM, `drain` to finish, then SIGKILL; when
+/// the test is failing, its log is printed.
+pub fn end_process(child: &mut Child, drain: Duration, what: &str, log: &Path) {
+    if child.try_wait().unwrap().is_none() {
+        send_signal(child, "TERM");
+        std::thread::sleep(drain);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    if std::thread::panicking() {
+        eprintln!("---- {what} log ----\n{}", read_log(log));
+    }
+}
+
+/// A process's log file, or nothing if it was never written.
+pub fn read_log(log: &Path) -> String {
+    std::fs::read_to_string(log).unwrap_or_default()
 }
 
 /// A runtime config putting every store label of the manifest on one Redis server.
