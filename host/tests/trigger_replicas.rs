@@ -48,7 +48,7 @@ struct Replica {
 
 impl Replica {
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        read_log(&self.log)
     }
 
     /// Waits for the readiness file the Deployment's probe tests.
@@ -68,40 +68,23 @@ impl Replica {
     }
 
     fn stop(&mut self) -> std::process::ExitStatus {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "replica did not stop within 60 s of SIGTERM:\n{}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        terminate(
+            &mut self.child,
+            Duration::from_secs(60),
+            "replica",
+            &self.log,
+        )
     }
 }
 
 impl Drop for Replica {
     fn drop(&mut self) {
-        if self.child.try_wait().unwrap().is_none() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status();
-            std::thread::sleep(Duration::from_millis(200));
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- replica log ----\n{}", self.log());
-        }
+        end_process(
+            &mut self.child,
+            Duration::from_millis(200),
+            "replica",
+            &self.log,
+        );
     }
 }
 

@@ -296,44 +296,24 @@ impl Plugin {
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        super::read_log(&self.log)
     }
 
     /// SIGTERM, and the exit status once it has drained.
     pub fn stop(&mut self) -> ExitStatus {
-        Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        panic!(
-            "trigger-nats did not stop within 30 s of SIGTERM:\n{}",
-            self.log()
-        );
+        super::terminate(
+            &mut self.child,
+            Duration::from_secs(30),
+            "trigger-nats",
+            &self.log,
+        )
     }
 }
 
 impl Drop for Plugin {
     fn drop(&mut self) {
-        if self.child.try_wait().unwrap().is_none() {
-            let _ = Command::new("kill")
-                .arg("-TERM")
-                .arg(self.child.id().to_string())
-                .status();
-            std::thread::sleep(Duration::from_millis(200));
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!("---- trigger-nats log ----\n{}", self.log());
-        }
+        let drain = Duration::from_millis(200);
+        super::end_process(&mut self.child, drain, "trigger-nats", &self.log);
     }
 }
 
