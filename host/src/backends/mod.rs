@@ -2,5 +2,6 @@
 //! (one on-disk file, no server needed) and a server-backed one for running several hosts.
 
 pub mod event_bus;
+mod group_commit;
 pub mod key_value;
 pub mod timers;

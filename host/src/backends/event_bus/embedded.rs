@@ -16,14 +16,16 @@
 //! - `dedup` / `dedup_expiry`: message id → publish time, pruned past the duplicate window.
 //! - `meta`: the next sequence number (never reused).
 //!
-//! Every change is one redb transaction committed with `Durability::Immediate` (fsync before
-//! `commit` returns): a published event survives a SIGKILL, and so do delivery counts. When
+//! Every change goes through the state file's group commit ([`WriteQueue`]) and returns once
+//! its transaction is durable (fsync): a published event survives a SIGKILL, and so do
+//! delivery counts; publishes and key-value writes of concurrent requests share one commit. When
 //! the bus is opened (once per process), deliveries that were in flight in the previous
 //! process are made deliverable again at once: their handlers died with it.
 //!
 //! Times are wall-clock milliseconds since the Unix epoch, so due times survive restarts.
 //! Consumers wake on publish and nak through a [`Notify`] per consumer name, and otherwise
-//! sleep until their next due time; redb calls run on tokio's blocking pool.
+//! sleep until their next due time; redb reads run on tokio's blocking pool, writes on the
+//! queue's writer thread.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -37,6 +39,7 @@ use redb::{
 use tokio::sync::Notify;
 
 use super::{subject, Acker, Consumer, ConsumerOptions, Delivery, Event, EventBus, StreamConfig};
+use crate::backends::group_commit::WriteQueue;
 use crate::backends::key_value::EmbeddedState;
 
 /// Durable consumer name → filter subject.
@@ -71,6 +74,7 @@ pub struct EmbeddedEventBus {
 
 struct Shared {
     database: Arc<Database>,
+    writer: WriteQueue,
     stream: StreamConfig,
     /// One wake-up per consumer name, shared by every handle on that name.
     wakers: Mutex<HashMap<String, Arc<Notify>>>,
@@ -125,6 +129,7 @@ impl EmbeddedEventBus {
         Ok(EmbeddedEventBus {
             shared: Arc::new(Shared {
                 database,
+                writer: state.writer(),
                 stream,
                 wakers: Mutex::new(HashMap::new()),
             }),
@@ -177,7 +182,8 @@ impl EventBus for EmbeddedEventBus {
         let window = millis(self.shared.stream.duplicate_window);
         let receivers = self
             .shared
-            .blocking(move |shared| store_event(&shared.database, &event, window))
+            .writer
+            .write(move |txn| store_event(txn, &event, window))
             .await?;
         for consumer in receivers {
             self.shared.wake(&consumer);
@@ -192,7 +198,8 @@ impl EventBus for EmbeddedEventBus {
     async fn retire_consumers(&self, keep: &[String]) -> anyhow::Result<Vec<String>> {
         let keep: HashSet<String> = keep.iter().cloned().collect();
         self.shared
-            .blocking(move |shared| retire_consumers(&shared.database, &keep))
+            .writer
+            .write(move |txn| retire_consumers(txn, &keep))
             .await
     }
 
@@ -205,25 +212,16 @@ impl EventBus for EmbeddedEventBus {
         self.shared.stream.check_consumer(name, subject, options)?;
         let (owned_name, filter) = (name.to_owned(), subject.to_owned());
         self.shared
-            .blocking(move |shared| {
-                let txn = shared.database.begin_write()?;
-                let unchanged = {
-                    let mut consumers = txn.open_table(CONSUMERS)?;
-                    let current = consumers.get(owned_name.as_str())?;
-                    if current.as_ref().map(|value| value.value()) == Some(filter.as_str()) {
-                        true
-                    } else {
-                        drop(current);
-                        consumers.insert(owned_name.as_str(), filter.as_str())?;
-                        false
-                    }
-                };
-                if unchanged {
-                    txn.abort()?;
-                } else {
-                    txn.commit()?;
+            .writer
+            .write(move |txn| {
+                let mut consumers = txn.open_table(CONSUMERS)?;
+                let current = consumers.get(owned_name.as_str())?;
+                if current.as_ref().map(|value| value.value()) == Some(filter.as_str()) {
+                    return Ok(((), false));
                 }
-                Ok(())
+                drop(current);
+                consumers.insert(owned_name.as_str(), filter.as_str())?;
+                Ok(((), true))
             })
             .await?;
         Ok(Box::new(EmbeddedConsumer {
@@ -237,8 +235,10 @@ impl EventBus for EmbeddedEventBus {
 
 /// Removes the consumers not in `keep`, their pending copies and the events only they still
 /// owed; returns the removed names.
-fn retire_consumers(database: &Database, keep: &HashSet<String>) -> anyhow::Result<Vec<String>> {
-    let txn = database.begin_write()?;
+fn retire_consumers(
+    txn: &WriteTransaction,
+    keep: &HashSet<String>,
+) -> anyhow::Result<(Vec<String>, bool)> {
     let retired = {
         let mut consumers = txn.open_table(CONSUMERS)?;
         let mut retired = Vec::new();
@@ -266,19 +266,18 @@ fn retire_consumers(database: &Database, keep: &HashSet<String>) -> anyhow::Resu
         }
         retired
     };
-    if retired.is_empty() {
-        txn.abort()?;
-    } else {
-        txn.commit()?;
-    }
-    Ok(retired)
+    let changed = !retired.is_empty();
+    Ok((retired, changed))
 }
 
 /// Stores `event` for every consumer whose filter matches it, unless its id was seen within
-/// `window_ms`. Returns the consumers that got a copy.
-fn store_event(database: &Database, event: &Event, window_ms: u64) -> anyhow::Result<Vec<String>> {
+/// `window_ms`. Returns the consumers that got a copy, and whether anything changed.
+fn store_event(
+    txn: &WriteTransaction,
+    event: &Event,
+    window_ms: u64,
+) -> anyhow::Result<(Vec<String>, bool)> {
     let now = now_ms();
-    let txn = database.begin_write()?;
     let receivers = {
         let mut dedup = txn.open_table(DEDUP)?;
         let mut dedup_expiry = txn.open_table(DEDUP_EXPIRY)?;
@@ -302,12 +301,8 @@ fn store_event(database: &Database, event: &Event, window_ms: u64) -> anyhow::Re
             let seen = dedup.get(event.message_id.as_str())?.map(|at| at.value());
             if let Some(at) = seen {
                 if now.saturating_sub(at) < window_ms {
-                    // A duplicate: nothing to store. The pruning above can wait for the next
-                    // publish.
-                    drop(dedup);
-                    drop(dedup_expiry);
-                    txn.abort()?;
-                    return Ok(Vec::new());
+                    // A duplicate: nothing to store beyond the pruning above.
+                    return Ok((Vec::new(), !expired.is_empty()));
                 }
                 dedup_expiry.remove((at, event.message_id.as_str()))?;
             }
@@ -343,8 +338,7 @@ fn store_event(database: &Database, event: &Event, window_ms: u64) -> anyhow::Re
         }
         receivers
     };
-    txn.commit()?;
-    Ok(receivers)
+    Ok((receivers, true))
 }
 
 /// One handle on a durable consumer.
@@ -377,11 +371,22 @@ impl Consumer for EmbeddedConsumer {
             tokio::pin!(notified);
             notified.as_mut().enable();
 
-            let (name, options) = (self.name.clone(), self.options.clone());
-            let claim = self
+            // A read first: most calls find nothing due, and reads don't queue for the writer.
+            let name = self.name.clone();
+            let nothing_due = self
                 .shared
-                .blocking(move |shared| claim(&shared.database, &name, &options))
+                .blocking(move |shared| nothing_due(&shared.database, &name))
                 .await?;
+            let claim = match nothing_due {
+                Some(nothing) => nothing,
+                None => {
+                    let (name, options) = (self.name.clone(), self.options.clone());
+                    self.shared
+                        .writer
+                        .write(move |txn| claim(txn, &name, &options))
+                        .await?
+                }
+            };
             match claim {
                 Claim::Delivery {
                     subject,
@@ -420,31 +425,32 @@ impl Consumer for EmbeddedConsumer {
     }
 }
 
+/// `Claim::Nothing` if `consumer` has nothing deliverable now (from a read transaction);
+/// `None` if a claim may find something.
+fn nothing_due(database: &Database, consumer: &str) -> anyhow::Result<Option<Claim>> {
+    let txn = database.begin_read()?;
+    let first_due = match txn.open_table(DUE) {
+        Ok(due) => first_due(&due, consumer)?,
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(error) => return Err(error.into()),
+    };
+    Ok(match first_due {
+        None => Some(Claim::Nothing { next_due_ms: None }),
+        Some((due_ms, _)) if due_ms > now_ms() => Some(Claim::Nothing {
+            next_due_ms: Some(due_ms),
+        }),
+        Some(_) => None,
+    })
+}
+
 /// Claims the oldest deliverable copy for `consumer`: counts the delivery and hides it for
 /// `ack_wait`. Copies already delivered `max_deliver` times are dropped instead.
-fn claim(database: &Database, consumer: &str, options: &ConsumerOptions) -> anyhow::Result<Claim> {
+fn claim(
+    txn: &WriteTransaction,
+    consumer: &str,
+    options: &ConsumerOptions,
+) -> anyhow::Result<(Claim, bool)> {
     let now = now_ms();
-    // A read transaction first: most calls find nothing due, and reads don't queue behind
-    // writers.
-    {
-        let txn = database.begin_read()?;
-        let first_due = match txn.open_table(DUE) {
-            Ok(due) => first_due(&due, consumer)?,
-            Err(redb::TableError::TableDoesNotExist(_)) => None,
-            Err(error) => return Err(error.into()),
-        };
-        match first_due {
-            None => return Ok(Claim::Nothing { next_due_ms: None }),
-            Some((due_ms, _)) if due_ms > now => {
-                return Ok(Claim::Nothing {
-                    next_due_ms: Some(due_ms),
-                })
-            }
-            Some(_) => {}
-        }
-    }
-
-    let txn = database.begin_write()?;
     let mut changed = false;
     let outcome = {
         let mut due = txn.open_table(DUE)?;
@@ -496,12 +502,7 @@ fn claim(database: &Database, consumer: &str, options: &ConsumerOptions) -> anyh
             };
         }
     };
-    if changed {
-        txn.commit()?;
-    } else {
-        txn.abort()?;
-    }
-    Ok(outcome)
+    Ok((outcome, changed))
 }
 
 fn first_due(
@@ -561,9 +562,9 @@ impl EmbeddedAcker {
         let (sequence, delivered, max_deliver) = (self.sequence, self.delivered, self.max_deliver);
         let redeliver = self
             .shared
-            .blocking(move |shared| {
+            .writer
+            .write(move |txn| {
                 let now = now_ms();
-                let txn = shared.database.begin_write()?;
                 let outcome = {
                     let mut pending = txn.open_table(PENDING)?;
                     let mut due = txn.open_table(DUE)?;
@@ -592,16 +593,10 @@ impl EmbeddedAcker {
                         }
                     }
                 };
-                match outcome {
-                    Some(redeliver) => {
-                        txn.commit()?;
-                        Ok(redeliver)
-                    }
-                    None => {
-                        txn.abort()?;
-                        Ok(false)
-                    }
-                }
+                Ok(match outcome {
+                    Some(redeliver) => (redeliver, true),
+                    None => (false, false),
+                })
             })
             .await?;
         if redeliver {
@@ -629,8 +624,8 @@ impl Acker for EmbeddedAcker {
         let consumer = self.consumer.clone();
         let (sequence, delivered, ack_wait) = (self.sequence, self.delivered, self.ack_wait);
         self.shared
-            .blocking(move |shared| {
-                let txn = shared.database.begin_write()?;
+            .writer
+            .write(move |txn| {
                 let extended = {
                     let mut pending = txn.open_table(PENDING)?;
                     let mut due = txn.open_table(DUE)?;
@@ -650,12 +645,7 @@ impl Acker for EmbeddedAcker {
                         _ => false,
                     }
                 };
-                if extended {
-                    txn.commit()?;
-                } else {
-                    txn.abort()?;
-                }
-                Ok(())
+                Ok(((), extended))
             })
             .await
     }

@@ -1,11 +1,15 @@
 //! The embedded key-value backend: one redb file for the whole host, one table per store label.
 //!
-//! Every write is its own redb transaction committed with `Durability::Immediate` (redb's
-//! default: fsync before `commit` returns), so an acknowledged write survives a SIGKILL of the
-//! host. redb runs one write transaction at a time, which is what makes compare-and-swap and
-//! increment atomic here: the read and the write happen inside the same transaction.
+//! Writes go through the file's [`WriteQueue`]: concurrent writes (of every store, the event
+//! queue and the timers in the file) are committed together, with `Durability::Immediate`
+//! (redb's default: fsync before `commit` returns), and a write returns only once its
+//! transaction is durable, so an acknowledged write survives a SIGKILL of the host. The
+//! writes of one transaction are applied one after the other, which is what makes
+//! compare-and-swap and increment atomic here: the read and the write happen inside the
+//! same transaction, after every earlier write.
 //!
-//! redb is a blocking API; every call runs on tokio's blocking pool.
+//! redb is a blocking API: writes run on the queue's writer thread, multi-key reads on
+//! tokio's blocking pool, single-key reads on the calling thread.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -15,6 +19,7 @@ use async_trait::async_trait;
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 
 use super::KeyValueBackend;
+use crate::backends::group_commit::WriteQueue;
 
 /// Table names are `kv/<label>`, leaving other prefixes of the same file free for the event
 /// queue and the timers.
@@ -23,11 +28,12 @@ const KEY_VALUE_TABLE_PREFIX: &str = "kv/";
 type KeyValueTable<'name> = TableDefinition<'name, &'static str, &'static [u8]>;
 
 /// The host's on-disk state file. Cheap to clone; all clones share one open `redb::Database`
-/// (redb allows a file to be opened once), which other embedded backends can reach through
-/// [`database`](Self::database).
+/// (redb allows a file to be opened once) and its write queue, which other embedded backends
+/// reach through [`database`](Self::database) and [`writer`](Self::writer).
 #[derive(Clone)]
 pub struct EmbeddedState {
     database: Arc<Database>,
+    writer: WriteQueue,
     path: PathBuf,
 }
 
@@ -41,8 +47,10 @@ impl EmbeddedState {
         }
         let database = Database::create(path)
             .with_context(|| format!("opening embedded state file {}", path.display()))?;
+        let database = Arc::new(database);
         Ok(Self {
-            database: Arc::new(database),
+            writer: WriteQueue::start(&database)?,
+            database,
             path: path.to_owned(),
         })
     }
@@ -56,6 +64,11 @@ impl EmbeddedState {
         self.database.clone()
     }
 
+    /// The queue every write to the file goes through (see [`WriteQueue`]).
+    pub(crate) fn writer(&self) -> WriteQueue {
+        self.writer.clone()
+    }
+
     /// The key-value store `label`, creating its table if this is its first use.
     pub fn key_value(&self, label: &str) -> anyhow::Result<EmbeddedKeyValue> {
         let table_name = format!("{KEY_VALUE_TABLE_PREFIX}{label}");
@@ -65,6 +78,7 @@ impl EmbeddedState {
         txn.commit()?;
         Ok(EmbeddedKeyValue {
             database: self.database.clone(),
+            writer: self.writer.clone(),
             table_name: table_name.into(),
         })
     }
@@ -74,6 +88,7 @@ impl EmbeddedState {
 #[derive(Clone)]
 pub struct EmbeddedKeyValue {
     database: Arc<Database>,
+    writer: WriteQueue,
     table_name: Arc<str>,
 }
 
@@ -101,28 +116,19 @@ impl EmbeddedKeyValue {
             .open_table(KeyValueTable::new(&self.table_name))?)
     }
 
-    /// Runs `op` in one write transaction, committing it only when `op` returns `(_, true)`.
-    async fn write<R, F>(&self, op: F) -> anyhow::Result<R>
+    /// Runs `op` on this store's table in the next group commit; `op` returns
+    /// `(result, changed)` and may run more than once (see [`WriteQueue::write`]).
+    async fn write<R, F>(&self, mut op: F) -> anyhow::Result<R>
     where
         R: Send + 'static,
-        F: FnOnce(&mut redb::Table<&'static str, &'static [u8]>) -> anyhow::Result<(R, bool)>
+        F: FnMut(&mut redb::Table<&'static str, &'static [u8]>) -> anyhow::Result<(R, bool)>
             + Send
             + 'static,
     {
-        self.blocking(move |database, table| {
-            let txn = database.begin_write()?;
-            let (result, changed) = {
-                let mut table = txn.open_table(table)?;
-                op(&mut table)?
-            };
-            if changed {
-                txn.commit()?;
-            } else {
-                txn.abort()?;
-            }
-            Ok(result)
-        })
-        .await
+        let table_name = self.table_name.clone();
+        self.writer
+            .write(move |txn| op(&mut txn.open_table(KeyValueTable::new(&table_name))?))
+            .await
     }
 }
 
@@ -372,6 +378,67 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    /// Concurrent writes share transactions; each still sees the ones before it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_increments_and_swaps_stay_atomic() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir, "default");
+        let writers: Vec<_> = (0..200)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let counter = store.increment("n", 1).await.unwrap();
+                    // Only one of the concurrent "must be absent" swaps may win.
+                    let won = store
+                        .compare_and_swap("first", None, format!("{i}").as_bytes())
+                        .await
+                        .unwrap();
+                    (counter, won)
+                })
+            })
+            .collect();
+        let mut counters = Vec::new();
+        let mut winners = 0;
+        for writer in writers {
+            let (counter, won) = writer.await.unwrap();
+            counters.push(counter);
+            winners += usize::from(won);
+        }
+        counters.sort_unstable();
+        assert_eq!(counters, (1..=200).collect::<Vec<i64>>());
+        assert_eq!(winners, 1);
+        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"200"[..]));
+    }
+
+    /// A failing write among concurrent ones fails alone; the others are still applied.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn a_failing_write_fails_only_its_caller() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_store(&dir, "default");
+        store.set("text", b"abc").await.unwrap();
+        let writers: Vec<_> = (0..100)
+            .map(|i| {
+                let store = store.clone();
+                let key = if i % 2 == 0 { "n" } else { "text" };
+                tokio::spawn(async move { (key, store.increment(key, 1).await) })
+            })
+            .collect();
+        for writer in writers {
+            match writer.await.unwrap() {
+                ("n", result) => assert!(result.is_ok(), "{result:?}"),
+                (_, result) => {
+                    let error = result.unwrap_err().to_string();
+                    assert!(error.contains("not an integer"), "{error}");
+                }
+            }
+        }
+        assert_eq!(store.get("n").await.unwrap().as_deref(), Some(&b"50"[..]));
+        assert_eq!(
+            store.get("text").await.unwrap().as_deref(),
+            Some(&b"abc"[..])
+        );
     }
 
     #[tokio::test]

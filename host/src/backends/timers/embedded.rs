@@ -6,14 +6,15 @@
 //! - `timers/by-due`: (due ms, key) → (), the index claims walk in due order;
 //! - `timers/counters`: `last-generation` → the last generation handed out.
 //!
-//! Scheduling, cancelling and completing are durable redb transactions (fsync before they
-//! return). Claims are not written to the file at all: the embedded store serves one host
+//! Scheduling, cancelling and completing go through the state file's group commit
+//! ([`WriteQueue`]) and return once durable (fsync). Claims are not written to the file at all: the embedded store serves one host
 //! process, so a lease only has to hold against other claimers in this process. Leases live
 //! in one table per open database, shared by every [`EmbeddedTimers`] on it; when the host
 //! restarts the table is gone, and every timer that was claimed but not completed is due
 //! again at once.
 //!
-//! redb is a blocking API; every call runs on tokio's blocking pool.
+//! redb is a blocking API: writes run on the queue's writer thread, reads on tokio's blocking
+//! pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
@@ -27,6 +28,7 @@ use redb::{
 };
 
 use super::{lease_until, DueTimer, TimerCounts, TimerStore};
+use crate::backends::group_commit::WriteQueue;
 use crate::backends::key_value::EmbeddedState;
 
 /// key → (generation, due ms, subject, payload).
@@ -52,6 +54,7 @@ type Leases = Mutex<HashMap<String, Lease>>;
 #[derive(Clone)]
 pub struct EmbeddedTimers {
     database: Arc<Database>,
+    writer: WriteQueue,
     leases: Arc<Leases>,
 }
 
@@ -66,7 +69,11 @@ impl EmbeddedTimers {
         txn.open_table(COUNTERS)?;
         txn.commit()?;
         let leases = leases_of(&database);
-        Ok(Self { database, leases })
+        Ok(Self {
+            database,
+            writer: state.writer(),
+            leases,
+        })
     }
 
     /// Runs `op` on the blocking pool with the database and the lease table.
@@ -152,50 +159,53 @@ impl TimerStore for EmbeddedTimers {
         payload: &[u8],
     ) -> anyhow::Result<()> {
         let (key, subject, payload) = (key.to_owned(), subject.to_owned(), payload.to_vec());
-        self.blocking(move |database, leases| {
-            let txn = database.begin_write()?;
-            let replaced = remove_timer(&txn, &key)?;
-            let generation = {
-                let mut counters = txn.open_table(COUNTERS)?;
-                let last = counters
-                    .get(LAST_GENERATION)?
-                    .map_or(0, |last| last.value());
-                counters.insert(LAST_GENERATION, last + 1)?;
-                last + 1
-            };
-            txn.open_table(TIMERS)?.insert(
-                key.as_str(),
-                (
-                    generation,
-                    due_unix_ms,
-                    subject.as_str(),
-                    payload.as_slice(),
-                ),
-            )?;
-            txn.open_table(BY_DUE)?
-                .insert((due_unix_ms, key.as_str()), ())?;
-            txn.commit()?;
-            if let Some(replaced) = replaced {
-                forget_lease(leases, &key, replaced);
-            }
-            Ok(())
-        })
-        .await
+        let lease_key = key.clone();
+        let replaced = self
+            .writer
+            .write(move |txn| {
+                let replaced = remove_timer(txn, &key)?;
+                let generation = {
+                    let mut counters = txn.open_table(COUNTERS)?;
+                    let last = counters
+                        .get(LAST_GENERATION)?
+                        .map_or(0, |last| last.value());
+                    counters.insert(LAST_GENERATION, last + 1)?;
+                    last + 1
+                };
+                txn.open_table(TIMERS)?.insert(
+                    key.as_str(),
+                    (
+                        generation,
+                        due_unix_ms,
+                        subject.as_str(),
+                        payload.as_slice(),
+                    ),
+                )?;
+                txn.open_table(BY_DUE)?
+                    .insert((due_unix_ms, key.as_str()), ())?;
+                Ok((replaced, true))
+            })
+            .await?;
+        if let Some(replaced) = replaced {
+            forget_lease(&self.leases, &lease_key, replaced);
+        }
+        Ok(())
     }
 
     async fn cancel(&self, key: &str) -> anyhow::Result<bool> {
-        let key = key.to_owned();
-        self.blocking(move |database, leases| {
-            let txn = database.begin_write()?;
-            let Some(cancelled) = remove_timer(&txn, &key)? else {
-                txn.abort()?;
-                return Ok(false);
-            };
-            txn.commit()?;
-            forget_lease(leases, &key, cancelled);
-            Ok(true)
-        })
-        .await
+        let owned_key = key.to_owned();
+        let cancelled = self
+            .writer
+            .write(move |txn| {
+                let cancelled = remove_timer(txn, &owned_key)?;
+                Ok((cancelled, cancelled.is_some()))
+            })
+            .await?;
+        let Some(cancelled) = cancelled else {
+            return Ok(false);
+        };
+        forget_lease(&self.leases, key, cancelled);
+        Ok(true)
     }
 
     async fn claim_due(
@@ -253,24 +263,23 @@ impl TimerStore for EmbeddedTimers {
 
     async fn complete(&self, timer: &DueTimer) -> anyhow::Result<bool> {
         let (key, generation) = (timer.key.clone(), timer.generation);
-        self.blocking(move |database, leases| {
-            let txn = database.begin_write()?;
-            let current = txn
-                .open_table(TIMERS)?
-                .get(key.as_str())?
-                .map(|entry| entry.value().0);
-            let removed = current == Some(generation);
-            if removed {
-                remove_timer(&txn, &key)?;
-                txn.commit()?;
-            } else {
-                txn.abort()?;
-            }
-            // After the commit: until then the lease keeps other claimers off the timer.
-            forget_lease(leases, &key, generation);
-            Ok(removed)
-        })
-        .await
+        let removed = self
+            .writer
+            .write(move |txn| {
+                let current = txn
+                    .open_table(TIMERS)?
+                    .get(key.as_str())?
+                    .map(|entry| entry.value().0);
+                let removed = current == Some(generation);
+                if removed {
+                    remove_timer(txn, &key)?;
+                }
+                Ok((removed, removed))
+            })
+            .await?;
+        // After the commit: until then the lease keeps other claimers off the timer.
+        forget_lease(&self.leases, &timer.key, generation);
+        Ok(removed)
     }
 
     async fn counts(&self) -> anyhow::Result<TimerCounts> {
