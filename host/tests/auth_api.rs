@@ -342,7 +342,8 @@ fn bad_requests_get_clear_errors(host: &Host) {
     c.get("/api/users/signup").assert_error(404, &["Not Found"]);
     c.delete("/api/users/currentuser")
         .assert_error(404, &["Not Found"]);
-    c.get("/no/such/service").assert_error(404, &["Not Found"]);
+    c.get("/api/no/such/service")
+        .assert_error(404, &["Not Found"]);
     assert_eq!(
         c.get("/api/users/currentuser").status,
         200,

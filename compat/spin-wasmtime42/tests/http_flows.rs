@@ -173,10 +173,41 @@ async fn malformed_unknown_and_oversized_requests_get_their_errors() {
     app.get("/api/users/nope", None)
         .await
         .assert_error(404, &["Not Found"]);
-    // Paths no service serves: the catch-all component, not Spin's empty 404.
-    for path in ["/", "/nope", "/api/nothing/here"] {
+    // Paths no service serves: the catch-all web component, not Spin's empty 404: the API's
+    // 404 under /api/, the client's pages and assets, an HTML 404 page elsewhere.
+    for path in ["/api", "/api/nothing/here"] {
         app.get(path, None).await.assert_error(404, &["Not Found"]);
     }
+    let home = app.get("/", None).await;
+    assert_eq!(home.status, 200, "{home}");
+    assert_eq!(home.header("content-type"), Some("text/html; charset=utf-8"));
+    let html = String::from_utf8(home.body.clone()).unwrap();
+    let css = html
+        .split('"')
+        .find(|part| part.starts_with("/assets/") && part.ends_with("/app.css"))
+        .expect("the stylesheet's URL");
+    let stylesheet = app.get(css, None).await;
+    assert_eq!(stylesheet.status, 200, "{stylesheet}");
+    assert_eq!(
+        stylesheet.header("content-type"),
+        Some("text/css; charset=utf-8")
+    );
+    let etag = stylesheet.header("etag").expect("an ETag").to_owned();
+    let revalidated = app
+        .call(
+            request("GET", css, None)
+                .header("if-none-match", etag)
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(revalidated.status, 304, "{revalidated}");
+    let missing = app.get("/nope", None).await;
+    assert_eq!(missing.status, 404, "{missing}");
+    assert_eq!(
+        missing.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     app.call(
         request("DELETE", "/api/tickets", None)
             .body(Default::default())

@@ -43,8 +43,9 @@ pub enum Service {
     Tickets,
     Orders,
     Payments,
-    /// The catch-all route `/...`: the API's 404 for every other path.
-    NotFound,
+    /// The catch-all route `/...`: the browser client's pages and assets, and the API's 404
+    /// for every other path under `/api/`.
+    Web,
 }
 
 impl Service {
@@ -53,7 +54,7 @@ impl Service {
         Service::Tickets,
         Service::Orders,
         Service::Payments,
-        Service::NotFound,
+        Service::Web,
     ];
 
     fn name(self) -> &'static str {
@@ -62,7 +63,7 @@ impl Service {
             Service::Tickets => "tickets",
             Service::Orders => "orders",
             Service::Payments => "payments",
-            Service::NotFound => "not-found",
+            Service::Web => "web",
         }
     }
 
@@ -74,13 +75,13 @@ impl Service {
     /// The component serving `path` (`/api/users/...` is auth, and so on; anything else is
     /// the catch-all).
     fn for_path(path: &str) -> Service {
-        let prefix = path.trim_start_matches('/').split('/').nth(1);
-        match prefix {
-            Some("users") => Service::Auth,
-            Some("tickets") => Service::Tickets,
-            Some("orders") => Service::Orders,
-            Some("payments") => Service::Payments,
-            _ => Service::NotFound,
+        let mut segments = path.trim_start_matches('/').split('/');
+        match (segments.next(), segments.next()) {
+            (Some("api"), Some("users")) => Service::Auth,
+            (Some("api"), Some("tickets")) => Service::Tickets,
+            (Some("api"), Some("orders")) => Service::Orders,
+            (Some("api"), Some("payments")) => Service::Payments,
+            _ => Service::Web,
         }
     }
 }
