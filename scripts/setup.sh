@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what building and testing need on a fresh machine: the wasm32-wasip2 target and
-# the servers the integration tests start (redis-server, nats-server). Idempotent.
+# Installs what building and testing need on a fresh machine: the wasm32-wasip2 target, the
+# servers the integration tests start (redis-server, nats-server), and for the browser tests
+# Debian's chromium, Node.js and playwright-core (host/tests/browser). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -9,6 +10,9 @@ rustup target add wasm32-wasip2 >/dev/null
 missing=()
 command -v redis-server >/dev/null || missing+=(redis-server)
 command -v nats-server >/dev/null || missing+=(nats-server)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   sudo_cmd=()
@@ -17,3 +21,9 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 # The Debian packages start system services; the tests start their own servers on free ports.
+
+# playwright-core, at the version package-lock.json pins; it drives the chromium above.
+if [ ! -f host/tests/browser/node_modules/playwright-core/package.json ]; then
+  echo "installing playwright-core (host/tests/browser)"
+  npm ci --prefix host/tests/browser --no-audit --no-fund --loglevel=error >/dev/null
+fi
