@@ -185,16 +185,19 @@ impl KeyValueBackend for EmbeddedKeyValue {
     }
 
     async fn increment(&self, key: &str, delta: i64) -> anyhow::Result<i64> {
+        // Adding 0 is how guests read a counter: a read, not a place in the write queue.
+        if delta == 0 {
+            return match self.read_inline()?.get(key)? {
+                Some(value) => parse_counter(value.value()),
+                None => Ok(0),
+            };
+        }
         let key = key.to_owned();
         self.write(move |table| {
             let current = match table.get(key.as_str())? {
                 Some(value) => parse_counter(value.value())?,
                 None => 0,
             };
-            // Adding 0 is how guests read a counter: no commit (and no fsync) for it.
-            if delta == 0 {
-                return Ok((current, false));
-            }
             let next = current
                 .checked_add(delta)
                 .context("increment would overflow")?;
