@@ -3,7 +3,7 @@
 //! ```text
 //! ticketing up    [-f spin.toml] [--listen ADDR] [--runtime-config-file PATH] [--state-dir DIR]
 //!                 [--build] [--request-timeout SECS] [--max-instance-memory SIZE]
-//!                 [--max-instances N] [--triggers all|http|nats]
+//!                 [--max-instances N] [--triggers all|http|nats] [--admin-listen ADDR]
 //! ticketing build [-f spin.toml]
 //! ```
 
@@ -89,6 +89,11 @@ pub struct UpArgs {
     /// plugin).
     #[arg(long, value_enum, value_name = "WHICH", default_value = "all")]
     pub triggers: Triggers,
+
+    /// Serve the host's own routes on this address: /healthz, /readyz and /metrics
+    /// (Prometheus). Without it there is no admin listener and no metrics are recorded.
+    #[arg(long, value_name = "ADDR", env = "TICKETING_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -121,6 +126,7 @@ pub fn main() -> anyhow::Result<()> {
                 max_instance_memory: args.max_instance_memory,
                 max_instances: args.max_instances,
                 triggers: args.triggers,
+                admin_listen: args.admin_listen,
             }))
         }
     }
@@ -209,6 +215,7 @@ mod tests {
         assert_eq!(up.max_instance_memory, None);
         assert!(!up.build);
         assert_eq!(up.triggers, Triggers::All);
+        assert_eq!(up.admin_listen, None);
 
         let cli = Cli::try_parse_from([
             "ticketing",
@@ -230,6 +237,8 @@ mod tests {
             "rc.toml",
             "--triggers",
             "http",
+            "--admin-listen",
+            "0.0.0.0:9090",
         ])
         .unwrap();
         let Command::Up(up) = cli.command else {
@@ -241,6 +250,7 @@ mod tests {
         assert_eq!(up.max_instances, 8);
         assert_eq!(up.runtime_config_file, Some(PathBuf::from("rc.toml")));
         assert_eq!(up.triggers, Triggers::Http);
+        assert_eq!(up.admin_listen, Some("0.0.0.0:9090".parse().unwrap()));
         assert!(up.build);
 
         let cli = Cli::try_parse_from(["ticketing", "build", "--from", "a.toml"]).unwrap();

@@ -7,6 +7,7 @@ pub mod capabilities;
 pub mod cli;
 pub mod engine;
 pub mod manifest;
+pub mod observability;
 pub mod run;
 pub mod runtime_config;
 pub mod spin_plugin;

@@ -36,6 +36,8 @@ use crate::backends::key_value::{EmbeddedState, KeyValueStores, StoreConfig};
 use crate::backends::timers::{self, TimerDriver, TimerDriverSettings, TimerStore};
 use crate::engine::{self, AllowedHosts, ComponentConfig, EngineSettings, EpochTicker, Runtime};
 use crate::manifest::{HttpRoute, Manifest};
+use crate::observability::health::{Health, Started};
+use crate::observability::{admin, metrics};
 use crate::runtime_config::{RuntimeConfig, VariablesProvider};
 use crate::triggers::http::{HttpSettings, HttpTrigger};
 use crate::triggers::nats::{
@@ -126,6 +128,9 @@ pub struct RunOptions {
     /// Variable values that win over every other source (Spin's `--variable`).
     pub variables: BTreeMap<String, String>,
     pub output: ComponentOutput,
+    /// Where the admin routes (`/healthz`, `/readyz`, `/metrics`) listen; none: no admin
+    /// listener, and no metrics recorded.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 impl Default for RunOptions {
@@ -143,6 +148,7 @@ impl Default for RunOptions {
             cache_config_file: None,
             variables: BTreeMap::new(),
             output: ComponentOutput::All,
+            admin_listen: None,
         }
     }
 }
@@ -153,6 +159,20 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
     // SIGTERM when its user gives up waiting) is then a clean stop, not a kill.
     let stopping = stop_on_signal();
     let triggers = options.triggers;
+    // The admin routes answer from the start: live while components compile, ready once
+    // everything below is up, unready again once stopping.
+    let health = Arc::new(Health::default());
+    let _admin = match options.admin_listen {
+        Some(address) => Some(admin::start(address, health.clone(), metrics::enable()).await?),
+        None => None,
+    };
+    {
+        let (health, stopping) = (health.clone(), stopping.clone());
+        tokio::spawn(async move {
+            stopped(stopping).await;
+            health.stopping();
+        });
+    }
 
     let runtime_config = match &options.runtime_config_file {
         Some(path) => RuntimeConfig::load(path)?,
@@ -219,7 +239,7 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
     let _ticker = EpochTicker::start(&engine)?;
     let mut runtime = Runtime::new(
         engine,
-        stores,
+        stores.clone(),
         bus.clone(),
         timer_store.clone(),
         timer_wake.clone(),
@@ -237,6 +257,18 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
 
     // Consumers are opened before anything is served, so from here on every event is kept
     // for its listeners; timers fire onto the bus only once every listener's consumer exists.
+    let started = Started {
+        runtime: runtime.clone(),
+        stores,
+        bus: bus.clone(),
+        timers: timer_store.clone(),
+        consumers: match triggers.nats() {
+            true => (nats_config.listeners.iter())
+                .map(|listener| listener.consumer.clone())
+                .collect(),
+            false => Vec::new(),
+        },
+    };
     let mut nats_side = None;
     if triggers.nats() {
         let side = NatsSide::start(
@@ -254,6 +286,7 @@ pub async fn run(manifest: Manifest, options: RunOptions) -> anyhow::Result<()> 
     if triggers.http() {
         http_side = Some(HttpSide::bind(&manifest, &runtime, &options).await?);
     }
+    health.started(started);
 
     let mode = if development {
         "development (no runtime config)"

@@ -130,6 +130,12 @@ pub struct PluginArgs {
     )]
     pub variables: Vec<String>,
 
+    /// Serve this trigger's own routes on this address: /healthz, /readyz (its NATS
+    /// consumers, Redis and the other backends answer) and /metrics (Prometheus). This
+    /// host's option, not Spin's.
+    #[arg(long, value_name = "ADDR", env = "TICKETING_ADMIN_LISTEN")]
+    pub admin_listen: Option<std::net::SocketAddr>,
+
     #[arg(long = "help-args-only", hide = true)]
     pub help_args_only: bool,
 
@@ -228,6 +234,7 @@ impl PluginArgs {
             cache_config_file: self.cache.clone(),
             variables,
             output,
+            admin_listen: self.admin_listen,
             ..RunOptions::default()
         })
     }

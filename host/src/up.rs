@@ -26,6 +26,8 @@ pub struct UpOptions {
     pub max_instance_memory: Option<u64>,
     pub max_instances: u32,
     pub triggers: Triggers,
+    /// `--admin-listen`: /healthz, /readyz, /metrics.
+    pub admin_listen: Option<SocketAddr>,
 }
 
 pub async fn up(options: UpOptions) -> anyhow::Result<()> {
@@ -43,6 +45,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
             request_timeout: options.request_timeout,
             max_instance_memory: options.max_instance_memory,
             max_instances: options.max_instances,
+            admin_listen: options.admin_listen,
             ..RunOptions::default()
         },
     )

@@ -237,6 +237,7 @@ pub struct Runtime {
     /// One permit per instance that may exist at once (`--max-instances`), shared by all
     /// triggers, so requests queue here instead of exhausting the instance pool.
     instance_slots: Arc<Semaphore>,
+    max_instances: usize,
 }
 
 impl Runtime {
@@ -280,6 +281,7 @@ impl Runtime {
             timer_wake,
             max_instance_memory: settings.max_instance_memory,
             instance_slots: Arc::new(Semaphore::new(settings.max_instances.max(1) as usize)),
+            max_instances: settings.max_instances.max(1) as usize,
         })
     }
 
@@ -331,6 +333,12 @@ impl Runtime {
             .acquire_owned()
             .await
             .expect("the instance semaphore is never closed")
+    }
+
+    /// Instance slots taken now, and how many there are.
+    pub fn instances_in_use(&self) -> (usize, usize) {
+        let free = self.instance_slots.available_permits();
+        (self.max_instances.saturating_sub(free), self.max_instances)
     }
 
     pub fn component(&self, id: &str) -> Option<&Arc<LoadedComponent>> {

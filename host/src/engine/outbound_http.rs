@@ -12,6 +12,8 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail};
 use wasmtime_wasi_http::{RequestOptions, WasiBody, WasiHttpHooks};
 
+use crate::observability::metrics::{self, OutboundOutcome};
+
 /// A component's parsed `allowed_outbound_hosts`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AllowedHosts {
@@ -172,11 +174,19 @@ impl WasiHttpHooks for OutboundHttp {
                 component = %self.component,
                 "outbound request to {scheme}://{authority} denied: not in allowed_outbound_hosts"
             );
+            metrics::outbound_http(&self.component, OutboundOutcome::Denied);
             return Box::new(async { Err(wasmtime_wasi_http::Error::HttpRequestDenied) });
         }
+        let component = self.component.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
-            let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
+            let sent = wasmtime_wasi_http::default_send_request(request, options).await;
+            let outcome = match &sent {
+                Ok((response, _)) => OutboundOutcome::Status(response.status().as_u16()),
+                Err(_) => OutboundOutcome::Error,
+            };
+            metrics::outbound_http(&component, outcome);
+            let (response, io) = sent?;
             Ok((
                 response.map(BodyExt::boxed_unsync),
                 Box::new(io) as Box<dyn Future<Output = _> + Send>,

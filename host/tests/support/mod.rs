@@ -137,6 +137,12 @@ impl Redis {
         let n = stream.read(&mut buf).unwrap();
         String::from_utf8_lossy(&buf[..n]).trim().to_string()
     }
+
+    /// Sends `signal` to the server: `STOP` makes it hang (connections open, no answers),
+    /// `CONT` lets it go on.
+    pub fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal);
+    }
 }
 
 impl Drop for Redis {
@@ -180,6 +186,11 @@ impl Nats {
     /// The server's log so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
+    }
+
+    /// Sends `signal` to the server (`STOP`: it hangs; `CONT`: it goes on).
+    pub fn signal(&self, signal: &str) {
+        send_signal(&self.child, signal);
     }
 }
 

@@ -70,6 +70,27 @@ pub trait EventBus: Send + Sync {
     async fn retire_consumers(&self, _keep: &[String]) -> anyhow::Result<Vec<String>> {
         Ok(Vec::new())
     }
+
+    /// Whether the bus answers now (readiness). The embedded queue lives in the state file
+    /// the key-value check already covers; JetStream is asked for its account info.
+    async fn check(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
+    /// Where the durable consumer `name` stands (it must exist), or `None` from a backend
+    /// that does not tell (the embedded queue).
+    async fn consumer_lag(&self, _name: &str) -> anyhow::Result<Option<ConsumerLag>> {
+        Ok(None)
+    }
+}
+
+/// The backlog of one durable consumer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerLag {
+    /// Events stored for it and not delivered yet.
+    pub pending: u64,
+    /// Events delivered and not settled yet.
+    pub ack_pending: u64,
 }
 
 /// Redelivery settings of a durable consumer.

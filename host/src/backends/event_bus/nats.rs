@@ -14,7 +14,9 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 
-use super::{subject, Acker, Consumer, ConsumerOptions, Delivery, Event, EventBus, StreamConfig};
+use super::{
+    subject, Acker, Consumer, ConsumerLag, ConsumerOptions, Delivery, Event, EventBus, StreamConfig,
+};
 
 /// Messages a consumer handle asks the server for at once. Small, because pulled messages
 /// are already on the clock (`ack_wait`) and sit in this replica while other replicas may be
@@ -143,6 +145,25 @@ impl EventBus for NatsEventBus {
             .with_context(|| format!("creating durable consumer {name} on {subject}"))?;
         let messages = pull(&consumer).await?;
         Ok(Box::new(NatsConsumer { consumer, messages }))
+    }
+
+    async fn check(&self) -> anyhow::Result<()> {
+        // A JetStream API round trip: the connection is up and the stream answers.
+        let mut stream = self.stream.clone();
+        stream.info().await.context("JetStream stream info")?;
+        Ok(())
+    }
+
+    async fn consumer_lag(&self, name: &str) -> anyhow::Result<Option<ConsumerLag>> {
+        let info = self
+            .stream
+            .consumer_info(name)
+            .await
+            .with_context(|| format!("durable consumer {name}"))?;
+        Ok(Some(ConsumerLag {
+            pending: info.num_pending,
+            ack_pending: info.num_ack_pending as u64,
+        }))
     }
 }
 

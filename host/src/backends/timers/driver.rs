@@ -209,6 +209,7 @@ async fn fire(
         return;
     }
     let late_ms = now_unix_ms().saturating_sub(timer.due_unix_ms);
+    crate::observability::metrics::timer_fired(Duration::from_millis(late_ms));
     match store.complete(&timer).await {
         Ok(_) => {
             tracing::debug!(key = %timer.key, subject = %timer.subject, late_ms, "timer fired")

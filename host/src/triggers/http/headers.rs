@@ -12,7 +12,7 @@ use super::router::RouteMatch;
 pub fn set_spin_headers(
     headers: &mut HeaderMap,
     path_and_query: &str,
-    route: &RouteMatch<'_>,
+    route: &RouteMatch<'_, '_>,
     client: SocketAddr,
 ) {
     let host = headers

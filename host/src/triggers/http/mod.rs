@@ -42,6 +42,7 @@ pub use self::body::ResponseBody;
 pub use self::router::Router;
 use crate::engine::{HostState, LoadedComponent, Runtime};
 use crate::manifest;
+use crate::observability::metrics::{self, GuestOutcome, Trigger};
 
 /// Limits of the HTTP trigger.
 #[derive(Debug, Clone)]
@@ -192,7 +193,14 @@ impl HttpTrigger {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (response, component) = self.dispatch(request, client, started).await;
+        let (response, component, route) = self.dispatch(request, client, started).await;
+        metrics::http_request(
+            component.unwrap_or("-"),
+            route.unwrap_or("-"),
+            &method,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
         tracing::info!(
             target: "ticketing::access",
             method = %method,
@@ -210,19 +218,20 @@ impl HttpTrigger {
         mut request: Request<Incoming>,
         client: SocketAddr,
         started: Instant,
-    ) -> (Response<ResponseBody>, Option<&str>) {
+    ) -> (Response<ResponseBody>, Option<&str>, Option<&str>) {
         let path = request.uri().path().to_owned();
         let Some(route) = self.router.route(&path) else {
-            return (responses::not_found(), None);
+            return (responses::not_found(), None, None);
         };
         let Some(handler) = self.handlers.get(route.component) else {
-            return (responses::not_found(), None);
+            return (responses::not_found(), None, None);
         };
         let id = handler.component.id.as_str();
+        let raw_route = route.raw_route;
 
         let max_body = self.settings.max_request_body;
         if content_length(&request).is_some_and(|length| length > max_body) {
-            return (responses::payload_too_large(), Some(id));
+            return (responses::payload_too_large(), Some(id), Some(raw_route));
         }
 
         let path_and_query = request
@@ -248,7 +257,7 @@ impl HttpTrigger {
                 component = id,
                 "no free instance slot before the request deadline"
             );
-            return (responses::unavailable(), Some(id));
+            return (responses::unavailable(), Some(id), Some(raw_route));
         };
 
         let (parts, body) = request.into_parts();
@@ -272,11 +281,12 @@ impl HttpTrigger {
                     component = id,
                     "cannot pass the request to the component: {error:#}"
                 );
-                return (responses::internal_error(), Some(id));
+                return (responses::internal_error(), Some(id), Some(raw_route));
             }
         };
 
         let proxy = handler.proxy.clone();
+        let mut run_outcome = metrics::GuestRun::new(&handler.component.id, Trigger::Http);
         let guest = tokio::spawn(async move {
             let _slot = slot;
             let run = async {
@@ -286,11 +296,17 @@ impl HttpTrigger {
                     .call_handle(&mut store, incoming, outparam)
                     .await
             };
-            match tokio::time::timeout_at(tokio_deadline, run).await {
+            let result = match tokio::time::timeout_at(tokio_deadline, run).await {
                 Ok(Ok(())) => Ok(()),
                 Ok(Err(error)) => Err(GuestFailure::Error(error.into())),
                 Err(_) => Err(GuestFailure::TimedOut),
-            }
+            };
+            run_outcome.ended(match &result {
+                Ok(()) => GuestOutcome::Ok,
+                Err(GuestFailure::TimedOut) => GuestOutcome::Timeout,
+                Err(GuestFailure::Error(error)) => GuestOutcome::of_error(error),
+            });
+            result
         });
 
         let response = match tokio::time::timeout_at(tokio_deadline, response_rx).await {
@@ -298,7 +314,7 @@ impl HttpTrigger {
             Ok(Ok(Ok(response))) => {
                 if body_too_large.load(Ordering::Relaxed) {
                     guest.abort();
-                    return (responses::payload_too_large(), Some(id));
+                    return (responses::payload_too_large(), Some(id), Some(raw_route));
                 }
                 let component = id.to_owned();
                 tokio::spawn(async move {
@@ -306,7 +322,7 @@ impl HttpTrigger {
                         log_failure(&component, &failure, "after sending its response headers");
                     }
                 });
-                return (response, Some(id));
+                return (response, Some(id), Some(raw_route));
             }
             Ok(Ok(Err(code))) => {
                 tracing::error!(
@@ -349,7 +365,7 @@ impl HttpTrigger {
                 responses::unavailable()
             }
         };
-        (response, Some(id))
+        (response, Some(id), Some(raw_route))
     }
 }
 

@@ -30,17 +30,17 @@ enum Pattern {
     Wildcard(String),
 }
 
-/// The result of routing one path.
+/// The result of routing one path: parts of the router (`'r`) and of the path (`'p`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RouteMatch<'a> {
-    pub component: &'a str,
+pub struct RouteMatch<'r, 'p> {
+    pub component: &'r str,
     /// The route as written (`spin-matched-route`, `spin-raw-component-route`).
-    pub raw_route: &'a str,
+    pub raw_route: &'r str,
     /// The route without a trailing `/...` (`spin-component-route`).
-    pub component_route: &'a str,
+    pub component_route: &'r str,
     /// The rest of the path after the route's prefix (`spin-path-info`); empty for exact
     /// routes.
-    pub path_info: &'a str,
+    pub path_info: &'p str,
 }
 
 impl Router {
@@ -68,7 +68,7 @@ impl Router {
         Ok(Router { routes })
     }
 
-    pub fn route<'a>(&'a self, path: &'a str) -> Option<RouteMatch<'a>> {
+    pub fn route<'r, 'p>(&'r self, path: &'p str) -> Option<RouteMatch<'r, 'p>> {
         let mut best: Option<(&Route, usize)> = None;
         for route in &self.routes {
             let Some(specificity) = route.pattern.matches(path) else {

@@ -34,6 +34,7 @@ use self::bindings::EventListenerPre;
 pub use self::config::{Listener, NatsSettings, NatsTriggerConfig};
 use crate::backends::event_bus::{Consumer, ConsumerOptions, Delivery, Event, EventBus};
 use crate::engine::{HostState, LoadedComponent, Runtime};
+use crate::observability::metrics::{self, GuestOutcome, Settlement, Trigger};
 
 /// Rust bindings of the `event-listener` world (the export side), generated from `wit/`.
 pub mod bindings {
@@ -258,6 +259,7 @@ impl NatsTrigger {
 
     /// Runs the component on one delivery and settles it.
     async fn handle(&self, listener: &Listener, delivery: Delivery) {
+        metrics::event_delivered(&listener.component, &listener.subject);
         let max_deliver = self.settings.max_deliver;
         if delivery.delivered > max_deliver {
             let reason = format!(
@@ -276,6 +278,10 @@ impl NatsTrigger {
         let outcome = self
             .call_keeping_delivery(listener, &delivery, message)
             .await;
+        metrics::event_handled(&listener.component, &listener.subject, started.elapsed());
+        let settled = |settlement| {
+            metrics::event_settled(&listener.component, &listener.subject, settlement)
+        };
         let last_try = delivery.delivered >= max_deliver;
         let delivered = delivery.delivered;
         let subject = delivery.subject.clone();
@@ -297,6 +303,7 @@ impl NatsTrigger {
                     duration_ms = started.elapsed().as_millis() as u64,
                     "event handled"
                 );
+                settled(Settlement::Acked);
                 log_settle_error("ack", delivery.ack().await);
             }
             Outcome::Never(reason) => {
@@ -320,6 +327,7 @@ impl NatsTrigger {
                     retry_in_ms = delay.as_millis() as u64,
                     "retry later: {reason}"
                 );
+                settled(Settlement::Retried);
                 log_settle_error("nak", delivery.nak(delay).await);
             }
             Outcome::Failed(reason) => {
@@ -332,6 +340,7 @@ impl NatsTrigger {
                     error = %reason,
                     "event handler failed; it will be retried"
                 );
+                settled(Settlement::Retried);
                 log_settle_error("nak", delivery.nak(delay).await);
             }
         }
@@ -394,7 +403,16 @@ impl NatsTrigger {
                 .call_handle(&mut store, &message)
                 .await
         };
-        match tokio::time::timeout_at(tokio_deadline, run).await {
+        let result = tokio::time::timeout_at(tokio_deadline, run)
+            .await
+            .map(|called| called.map_err(anyhow::Error::from));
+        let guest_outcome = match &result {
+            Ok(Ok(_)) => GuestOutcome::Ok,
+            Ok(Err(error)) => GuestOutcome::of_error(error),
+            Err(_) => GuestOutcome::Timeout,
+        };
+        metrics::guest_run(component_id, Trigger::Nats, guest_outcome);
+        match result {
             Ok(Ok(Ok(()))) => Outcome::Handled,
             Ok(Ok(Err(listener::Error::RetryLater(reason)))) => Outcome::RetryLater(reason),
             Ok(Ok(Err(listener::Error::Never(reason)))) => Outcome::Never(reason),
@@ -434,6 +452,7 @@ impl NatsTrigger {
             reason,
             "event dead-lettered"
         );
+        metrics::event_settled(&listener.component, &listener.subject, Settlement::DeadLettered);
         match self.bus.publish(event).await {
             Ok(()) => {
                 if let Err(error) = delivery.term().await {
