@@ -18,7 +18,7 @@ fi
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
 for crate in ticketing-hello ticketing-auth ticketing-tickets ticketing-orders \
-             ticketing-expiration ticketing-payments; do
+             ticketing-expiration ticketing-payments ticketing-web; do
     cargo build --target wasm32-wasip2 --release -p "$crate"
 done
 cargo build --release -p ticketing-host -p ticketing-bench

@@ -13,6 +13,8 @@ mod load;
 mod micro;
 mod native;
 mod procs;
+mod recovery;
+mod spin;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,7 +65,19 @@ struct Args {
     /// Instantiations of each component in the instantiation measurement.
     #[arg(long, default_value_t = 5_000)]
     instantiations: usize,
-    /// Skip parts: hello, wasmtime, tickets, redis, purchase, timers, instantiation.
+    /// The `spin` binary to compare with [default: `spin` on PATH; without one, the Spin
+    /// rows are not measured].
+    #[arg(long)]
+    spin: Option<PathBuf>,
+    /// The app to serve [default: the workspace's spin.toml]; its component sources are
+    /// relative to the workspace.
+    #[arg(long)]
+    app: Option<PathBuf>,
+    /// Crash-recovery samples per platform (SIGKILL right after an order, restart).
+    #[arg(long, default_value_t = 5)]
+    crashes: usize,
+    /// Skip parts: hello, wasmtime, spin, tickets, redis, purchase, recovery, timers,
+    /// instantiation.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts (same names as --skip).
@@ -91,6 +105,8 @@ struct Report {
     runs: Vec<Run>,
     ratios: Vec<(String, f64)>,
     purchase: Option<Value>,
+    /// Crash recovery per platform.
+    recovery: Vec<recovery::RecoveryResult>,
     timers: Vec<micro::TimersResult>,
     instantiation: Vec<micro::InstantiationResult>,
     /// The native ceiling's ticket reads, for the Redis ratio.
@@ -115,6 +131,7 @@ fn main() -> anyhow::Result<()> {
         args.warmup = 0.3;
         args.rounds = 1;
         args.purchases = args.purchases.min(3);
+        args.crashes = args.crashes.min(1);
         args.timers = args.timers.min(2_000);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -138,6 +155,14 @@ impl Ctx {
             duration: Duration::from_secs_f64(self.args.duration),
             expect,
         }
+    }
+
+    /// The app's spin.toml.
+    fn app(&self) -> PathBuf {
+        self.args
+            .app
+            .clone()
+            .unwrap_or_else(|| self.root.join("spin.toml"))
     }
 
     /// Whether `part` runs: not in --skip, and in --only when that is given.
@@ -173,12 +198,22 @@ impl Ctx {
         redis_url: Option<String>,
         vars: Vec<(&str, String)>,
     ) -> anyhow::Result<Service> {
+        self.host_at(None, redis_url, vars)
+    }
+
+    /// A host on the state directory `state_dir` (a new one if `None`).
+    fn host_at(
+        &self,
+        state_dir: Option<&Path>,
+        redis_url: Option<String>,
+        vars: Vec<(&str, String)>,
+    ) -> anyhow::Result<Service> {
         let binary = self
             .args
             .host_bin
             .clone()
             .unwrap_or_else(|| self.root.join("target/release/ticketing"));
-        let manifest = bench_manifest(&self.root, self.dir.path())?;
+        let manifest = bench_manifest(&self.root, &self.app(), self.dir.path())?;
         procs::host(
             self.dir.path(),
             HostSpec {
@@ -186,6 +221,7 @@ impl Ctx {
                 manifest: &manifest,
                 redis_url,
                 vars,
+                state_dir,
             },
         )
     }
@@ -223,8 +259,8 @@ impl Ctx {
 /// The bench's app: the ticketing app of spin.toml as it is, plus the minimal `hello`
 /// component on /hello, written into the bench's temporary dir (component sources made
 /// absolute so they still point at the workspace's build output).
-fn bench_manifest(root: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
-    let app = std::fs::read_to_string(root.join("spin.toml"))?;
+fn bench_manifest(root: &Path, app: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+    let app = std::fs::read_to_string(app)?;
     let root = root.display();
     let manifest = app.replace("source = \"", &format!("source = \"{root}/"))
         + &format!(
@@ -314,29 +350,15 @@ async fn tickets_scenario(
         _ => "host, embedded store and bus",
     };
     let tickets = create_tickets(addr, &cookie, 100).await?;
-    let paths: Arc<Vec<String>> = Arc::new(
-        tickets
-            .iter()
-            .map(|t| format!("/api/tickets/{}", t["id"].as_str().unwrap_or_default()))
-            .collect(),
-    );
+    let paths = Arc::new(ticket_paths(&tickets));
     let c = ctx.args.concurrency;
-    let read_paths = paths.clone();
     let read = ctx
         .load(
             "ticket read (GET /api/tickets/:id)",
             target,
             addr,
             ctx.spec(c, 200),
-            Arc::new(move |n| {
-                load::request(
-                    "GET",
-                    addr,
-                    &read_paths[n as usize % read_paths.len()],
-                    &[],
-                    None,
-                )
-            }),
+            read_tickets(addr, paths),
         )
         .await?;
     let create_cookie = cookie.clone();
@@ -358,6 +380,78 @@ async fn tickets_scenario(
     )
     .await?;
     Ok((tickets, read))
+}
+
+/// Spin beside the host: its server, and the tickets it serves for the read runs.
+struct SpinSide {
+    peer: spin::SpinPeer,
+    ticket_paths: Option<Arc<Vec<String>>>,
+}
+
+/// Starts Spin when a `spin` binary is there and creates its tickets through its app; says
+/// why in the report when it cannot, and the bench carries on without it.
+async fn spin_peer(ctx: &mut Ctx) -> Option<SpinSide> {
+    if !ctx.wanted("spin") {
+        ctx.report
+            .not_measured
+            .push("Spin: skipped (--skip spin)".into());
+        return None;
+    }
+    let Some(binary) = spin::find(ctx.args.spin.as_deref()) else {
+        ctx.report
+            .not_measured
+            .push("Spin: no `spin` on PATH (or give --spin PATH)".into());
+        return None;
+    };
+    eprintln!("- starting `{} up`", binary.display());
+    let peer = match spin::start(
+        &binary,
+        &ctx.root,
+        &ctx.app(),
+        ctx.dir.path(),
+        procs::JWT_SECRET,
+    ) {
+        Ok(peer) => peer,
+        Err(e) => {
+            ctx.report
+                .not_measured
+                .push(format!("Spin: did not start: {e:#}"));
+            return None;
+        }
+    };
+    eprintln!("  {}", peer.version);
+    ctx.report.settings["spin"] = json!(peer.version);
+    let ticket_paths = if ctx.wanted("tickets") {
+        let addr = peer.spin.addr();
+        let seeded = async {
+            let cookie = sign_up(addr, "seller-spin@example.com").await?;
+            create_tickets(addr, &cookie, 100).await
+        };
+        match seeded.await {
+            Ok(tickets) => Some(Arc::new(ticket_paths(&tickets))),
+            Err(e) => {
+                ctx.report.not_measured.push(format!(
+                    "ticket read on Spin: creating its tickets failed: {e:#}"
+                ));
+                None
+            }
+        }
+    } else {
+        None
+    };
+    Some(SpinSide { peer, ticket_paths })
+}
+
+fn ticket_paths(tickets: &[Value]) -> Vec<String> {
+    tickets
+        .iter()
+        .map(|t| format!("/api/tickets/{}", t["id"].as_str().unwrap_or_default()))
+        .collect()
+}
+
+/// Reads of `paths` in turn.
+fn read_tickets(addr: SocketAddr, paths: Arc<Vec<String>>) -> MakeRequest {
+    Arc::new(move |n| load::request("GET", addr, &paths[n as usize % paths.len()], &[], None))
 }
 
 /// Highest VmRSS of `pid` while `f` runs (sampled every 50 ms).
@@ -445,8 +539,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ctx.report.wasm_bytes.push((c.into(), bytes));
     }
 
-    // 1 and 2: hello and tickets on one host on the embedded store.
+    // 1 and 2: hello and tickets on one host on the embedded store, beside Spin.
     if ctx.wanted("hello") || ctx.wanted("tickets") {
+        let spin = spin_peer(&mut ctx).await;
         let host = ctx.host(None, vec![])?;
         tokio::time::sleep(Duration::from_millis(500)).await;
         ctx.report.rss_kib.push((
@@ -454,12 +549,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
             host.rss_kib().unwrap_or(0),
         ));
         let hello = if ctx.wanted("hello") {
-            Some(hello_vs_wasmtime(&mut ctx, &host, &wasm_dir).await?)
+            Some(hello_vs_wasmtime(&mut ctx, &host, &wasm_dir, spin.as_ref()).await?)
         } else {
             None
         };
         if ctx.wanted("tickets") {
-            tickets_vs_native(&mut ctx, host, hello).await?;
+            tickets_vs_native(&mut ctx, host, hello, spin.as_ref()).await?;
         }
     }
 
@@ -491,6 +586,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 .report
                 .not_measured
                 .push(format!("purchase flow failed: {e:#}")),
+        }
+    }
+
+    // 3b. Crash recovery: SIGKILL right after an order, restart, until the order's effect.
+    if !ctx.wanted("recovery") {
+        ctx.report
+            .not_measured
+            .push("crash recovery: skipped".into());
+    } else {
+        for platform in [recovery::Platform::Embedded, recovery::Platform::Servers] {
+            match recovery::measure(&ctx, platform, ctx.args.crashes).await {
+                Ok(r) => ctx.report.recovery.push(r),
+                Err(e) => ctx
+                    .report
+                    .not_measured
+                    .push(format!("crash recovery ({platform:?}) failed: {e:#}")),
+            }
         }
     }
 
@@ -569,6 +681,7 @@ async fn hello_vs_wasmtime(
     ctx: &mut Ctx,
     host: &Service,
     wasm_dir: &Path,
+    spin: Option<&SpinSide>,
 ) -> anyhow::Result<(f64, LoadResult)> {
     let c = ctx.args.concurrency;
     let wasmtime = if !ctx.wanted("wasmtime") {
@@ -593,7 +706,7 @@ async fn hello_vs_wasmtime(
             }
         }
     };
-    let (mut host_hello, mut wt_hello) = (Vec::new(), Vec::new());
+    let (mut host_hello, mut wt_hello, mut spin_hello) = (Vec::new(), Vec::new(), Vec::new());
     let mut peak = 0;
     for round in 0..ctx.args.rounds.max(1) {
         let addr = host.addr();
@@ -618,10 +731,23 @@ async fn hello_vs_wasmtime(
                 .await?,
             );
         }
+        if let Some(spin) = spin {
+            let addr = spin.peer.spin.addr();
+            spin_hello.push(
+                ctx.load(&name, "Spin", addr, ctx.spec(c, 200), get(addr, "/hello"))
+                    .await?,
+            );
+        }
     }
     ctx.report
         .rss_kib
         .push((format!("host peak under hello load (c={c})"), peak));
+    if let Some(spin) = spin {
+        ctx.report.rss_kib.push((
+            "Spin after hello load (auth, tickets, hello)".into(),
+            spin.peer.spin.rss_kib().unwrap_or(0),
+        ));
+    }
     if let Some(wt) = &wasmtime {
         ctx.report.rss_kib.push((
             "wasmtime serve after hello load".into(),
@@ -645,6 +771,20 @@ async fn hello_vs_wasmtime(
             mean(&host_hello, |r| r.p99_us as f64) / mean(&wt_hello, |r| r.p99_us as f64),
         ));
     }
+    if !spin_hello.is_empty() {
+        let spin_rps = mean(&spin_hello, |r| r.rps);
+        ctx.report
+            .ratios
+            .push(("hello req/s: host / Spin".into(), host_hello_rps / spin_rps));
+        ctx.report.ratios.push((
+            "hello p50: host / Spin".into(),
+            mean(&host_hello, |r| r.p50_us as f64) / mean(&spin_hello, |r| r.p50_us as f64),
+        ));
+        ctx.report.ratios.push((
+            "hello p99: host / Spin".into(),
+            mean(&host_hello, |r| r.p99_us as f64) / mean(&spin_hello, |r| r.p99_us as f64),
+        ));
+    }
     // One connection: latency without queueing, for the per-request cost.
     let addr = host.addr();
     let host_c1 = ctx
@@ -659,6 +799,7 @@ async fn tickets_vs_native(
     ctx: &mut Ctx,
     host: Service,
     hello: Option<(f64, LoadResult)>,
+    spin: Option<&SpinSide>,
 ) -> anyhow::Result<()> {
     let c = ctx.args.concurrency;
     let (tickets, emb_read) = {
@@ -670,6 +811,22 @@ async fn tickets_vs_native(
         p_out?
     };
     drop(host);
+    if let Some((spin, paths)) = spin.and_then(|spin| Some((spin, spin.ticket_paths.clone()?))) {
+        let addr = spin.peer.spin.addr();
+        let spin_read = ctx
+            .load(
+                "ticket read (GET /api/tickets/:id)",
+                "Spin, SQLite store",
+                addr,
+                ctx.spec(c, 200),
+                read_tickets(addr, paths),
+            )
+            .await?;
+        ctx.report.ratios.push((
+            "ticket read req/s: host (embedded) / Spin (SQLite)".into(),
+            emb_read.rps / spin_read.rps,
+        ));
+    }
     let native_tickets: Vec<native::Ticket> = tickets
         .iter()
         .map(|t| serde_json::from_value(t.clone()))
@@ -831,6 +988,9 @@ fn markdown(r: &Report) -> String {
         r.machine["loadavg_at_end"].as_str().unwrap_or("")
     );
     s += &format!("Command: `{}`\n\n", r.command);
+    if let Some(spin) = r.settings.get("spin").and_then(|v| v.as_str()) {
+        s += &format!("Spin: {spin}\n\n");
+    }
     s += "| run | target | conns | req/s | p50 µs | p99 µs | max µs | errors |\n|---|---|---:|---:|---:|---:|---:|---:|\n";
     for run in &r.runs {
         let x = &run.result;
@@ -850,6 +1010,18 @@ fn markdown(r: &Report) -> String {
             "\nPurchase flow (POST /api/orders → ticket shows orderId, NATS + Redis, {} orders one at a time): p50 {} ms, p99 {} ms, max {} ms (the POST alone: p50 {} ms, p99 {} ms)\n",
             p["orders"], p["flow_p50_ms"], p["flow_p99_ms"], p["flow_max_ms"], p["post_order_p50_ms"], p["post_order_p99_ms"]
         );
+    }
+    if !r.recovery.is_empty() {
+        s += "\n| crash recovery (SIGKILL right after POST /api/orders) | samples | restart p50 / max ms | redelivery p50 / max ms | total p50 / max ms | shown at the first read |\n|---|---:|---:|---:|---:|---:|\n";
+        for x in &r.recovery {
+            let (restart, restart_max) = recovery::median_max(&x.restart_ms);
+            let (redelivery, redelivery_max) = recovery::median_max(&x.redelivery_ms);
+            let (total, total_max) = recovery::median_max(&x.total_ms());
+            s += &format!(
+                "| {} | {} | {restart:.0} / {restart_max:.0} | {redelivery:.0} / {redelivery_max:.0} | {total:.0} / {total_max:.0} | {} |\n",
+                x.platform, x.samples, x.shown_at_first_read
+            );
+        }
     }
     if !r.timers.is_empty() {
         s += "\n| timers in Redis: due (over ms) + pending | scheduled/s | fired | fired/s | early | lateness p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";

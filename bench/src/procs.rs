@@ -71,7 +71,8 @@ impl Service {
                     std::fs::read_to_string(&self.log).unwrap_or_default()
                 );
             }
-            std::thread::sleep(Duration::from_millis(25));
+            // Short: restart times are measured through this wait.
+            std::thread::sleep(Duration::from_millis(2));
         }
         bail!(
             "{} did not listen on {} within {limit:?}",
@@ -86,6 +87,13 @@ impl Service {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// SIGKILL, and waits for the process to be gone (a crash, for the recovery figures).
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(())
     }
 
     /// Resident set size of the process, from /proc/<pid>/status (VmRSS), in KiB.
@@ -143,6 +151,27 @@ pub fn nats(dir: &Path) -> anyhow::Result<Service> {
     Service::spawn("nats-server", cmd, port, data.join("nats.log"))
 }
 
+/// `nats-server` with JetStream and an MQTT listener (what Spin's components publish to);
+/// returns the server and its MQTT port. MQTT needs a config file and a server name.
+pub fn nats_with_mqtt(dir: &Path) -> anyhow::Result<(Service, u16)> {
+    let (port, mqtt_port) = (free_port(), free_port());
+    let data = dir.join(format!("nats-{port}"));
+    std::fs::create_dir_all(&data)?;
+    let config = data.join("nats.conf");
+    std::fs::write(
+        &config,
+        format!(
+            "server_name: bench\nlisten: 127.0.0.1:{port}\n\
+             jetstream {{ store_dir: {:?} }}\nmqtt {{ listen: 127.0.0.1:{mqtt_port} }}\n",
+            data.join("jetstream")
+        ),
+    )?;
+    let mut cmd = Command::new("nats-server");
+    cmd.arg("-c").arg(&config);
+    let service = Service::spawn("nats-server (MQTT)", cmd, port, data.join("nats.log"))?;
+    Ok((service, mqtt_port))
+}
+
 /// How a host is started.
 pub struct HostSpec<'a> {
     pub binary: &'a Path,
@@ -151,6 +180,9 @@ pub struct HostSpec<'a> {
     pub redis_url: Option<String>,
     /// SPIN_VARIABLE_* overrides.
     pub vars: Vec<(&'a str, String)>,
+    /// The host's state directory, to start a host on an earlier one's data [default: a new
+    /// one].
+    pub state_dir: Option<&'a Path>,
 }
 
 pub const JWT_SECRET: &str = "bench-secret";
@@ -159,7 +191,10 @@ const STORE_LABELS: [&str; 4] = ["auth", "tickets", "orders", "payments"];
 
 pub fn host(dir: &Path, spec: HostSpec<'_>) -> anyhow::Result<Service> {
     let port = free_port();
-    let state = dir.join(format!("host-{port}"));
+    let state = match spec.state_dir {
+        Some(state) => state.to_owned(),
+        None => dir.join(format!("host-{port}")),
+    };
     std::fs::create_dir_all(&state)?;
     let mut cmd = Command::new(spec.binary);
     cmd.arg("up")
@@ -183,7 +218,12 @@ pub fn host(dir: &Path, spec: HostSpec<'_>) -> anyhow::Result<Service> {
         std::fs::write(&rc, text)?;
         cmd.arg("--runtime-config-file").arg(rc);
     }
-    Service::spawn("ticketing up", cmd, port, state.join("host.log"))
+    Service::spawn(
+        "ticketing up",
+        cmd,
+        port,
+        state.join(format!("host-{port}.log")),
+    )
 }
 
 /// `wasmtime serve` of `component` with the pooling allocator, like the host, and

@@ -1,0 +1,166 @@
+//! Spin as a peer: `spin up` serving the same `hello` component and the ticketing app's
+//! HTTP side for ticket reads, so that the host's figures come with Spin's from the same run.
+//!
+//! The app Spin serves is written from the workspace's spin.toml: its `auth` and `tickets`
+//! components and their HTTP routes as they are (the NATS listeners left out: the reads do
+//! not need them), plus `hello` on /hello. Every key-value label is Spin's own SQLite store
+//! in the bench's temporary dir. Creating the tickets to read publishes `ticket.created`
+//! over MQTT, so a nats-server with JetStream and MQTT is started as the broker.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context as _};
+
+use crate::procs::{self, Service};
+
+/// Spin's server and the MQTT broker its components publish to (dropped Spin first).
+pub struct SpinPeer {
+    pub spin: Service,
+    pub version: String,
+    _broker: Service,
+}
+
+/// Where the `spin` binary is: `--spin PATH`, else `spin` on PATH.
+pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = explicit {
+        return Some(path.to_owned());
+    }
+    procs::on_path("spin").then(|| PathBuf::from("spin"))
+}
+
+/// Starts `spin up` (binary `spin`) on the bench's Spin app and its broker.
+pub fn start(
+    spin: &Path,
+    root: &Path,
+    app: &Path,
+    dir: &Path,
+    jwt_secret: &str,
+) -> anyhow::Result<SpinPeer> {
+    let version = Command::new(spin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", spin.display()))?;
+    if !version.status.success() {
+        bail!("{} --version failed", spin.display());
+    }
+    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+
+    let app_dir = dir.join("spin-app");
+    std::fs::create_dir_all(&app_dir)?;
+    let manifest = app_dir.join("spin.toml");
+    std::fs::write(&manifest, spin_manifest(root, app)?)?;
+    let runtime_config = app_dir.join("runtime-config.toml");
+    std::fs::write(&runtime_config, sqlite_stores(&manifest)?)?;
+
+    let (broker, mqtt_port) = procs::nats_with_mqtt(dir)?;
+    let port = procs::free_port();
+    let mut cmd = Command::new(spin);
+    cmd.arg("up")
+        .arg("--from")
+        .arg(&manifest)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--runtime-config-file")
+        .arg(&runtime_config)
+        .current_dir(&app_dir)
+        .env("SPIN_VARIABLE_JWT_SECRET", jwt_secret)
+        .env(
+            "SPIN_VARIABLE_MQTT_ADDRESS",
+            format!("mqtt://127.0.0.1:{mqtt_port}"),
+        );
+    let spin = Service::spawn("spin up", cmd, port, app_dir.join("spin.log"))?;
+    Ok(SpinPeer {
+        spin,
+        version,
+        _broker: broker,
+    })
+}
+
+/// The app's spin.toml reduced to the HTTP routes of `auth` and `tickets`, plus `hello`,
+/// with component sources made absolute (from `root`, the workspace).
+fn spin_manifest(root: &Path, app: &Path) -> anyhow::Result<String> {
+    const COMPONENTS: [&str; 2] = ["auth", "tickets"];
+    let text = std::fs::read_to_string(app)?;
+    let mut app: toml::Table = text.parse().context("parsing spin.toml")?;
+
+    if let Some(application) = app.get_mut("application").and_then(|a| a.as_table_mut()) {
+        // Application-level trigger settings (the NATS trigger's) belong to the listeners.
+        application.remove("trigger");
+    }
+    let http_routes: Vec<toml::Value> = app
+        .get("trigger")
+        .and_then(|t| t.get("http"))
+        .and_then(|h| h.as_array())
+        .map(|routes| {
+            routes
+                .iter()
+                .filter(|route| {
+                    route
+                        .get("component")
+                        .and_then(|c| c.as_str())
+                        .is_some_and(|c| COMPONENTS.contains(&c))
+                })
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    if http_routes.len() != COMPONENTS.len() {
+        bail!("spin.toml: expected one HTTP route each for {COMPONENTS:?}");
+    }
+    let mut routes = http_routes;
+    let mut hello_route = toml::Table::new();
+    hello_route.insert("route".into(), "/hello".into());
+    hello_route.insert("component".into(), "hello".into());
+    routes.push(toml::Value::Table(hello_route));
+    let mut trigger = toml::Table::new();
+    trigger.insert("http".into(), toml::Value::Array(routes));
+    app.insert("trigger".into(), toml::Value::Table(trigger));
+
+    let all = app
+        .remove("component")
+        .and_then(|c| c.as_table().cloned())
+        .context("spin.toml has no components")?;
+    let mut components = toml::Table::new();
+    for name in COMPONENTS {
+        let mut component = all
+            .get(name)
+            .and_then(|c| c.as_table().cloned())
+            .with_context(|| format!("spin.toml has no component {name}"))?;
+        component.remove("build");
+        let source = component
+            .get("source")
+            .and_then(|s| s.as_str())
+            .with_context(|| format!("component {name} has no source"))?;
+        let source = root.join(source).display().to_string();
+        component.insert("source".into(), source.into());
+        components.insert(name.into(), toml::Value::Table(component));
+    }
+    let hello = root.join("target/wasm32-wasip2/release/ticketing_hello.wasm");
+    let mut hello_component = toml::Table::new();
+    hello_component.insert("source".into(), hello.display().to_string().into());
+    components.insert("hello".into(), toml::Value::Table(hello_component));
+    app.insert("component".into(), toml::Value::Table(components));
+    Ok(toml::to_string(&app)?)
+}
+
+/// A runtime config giving every key-value label of `manifest` Spin's SQLite store, in one
+/// file beside it (Spin provisions only `default` by itself).
+fn sqlite_stores(manifest: &Path) -> anyhow::Result<String> {
+    let app: toml::Table = std::fs::read_to_string(manifest)?.parse()?;
+    let mut labels: Vec<String> = app
+        .get("component")
+        .and_then(|c| c.as_table())
+        .into_iter()
+        .flat_map(|components| components.values())
+        .filter_map(|component| component.get("key_value_stores")?.as_array().cloned())
+        .flatten()
+        .filter_map(|label| label.as_str().map(str::to_owned))
+        .collect();
+    labels.sort();
+    labels.dedup();
+    Ok(labels
+        .iter()
+        .map(|label| format!("[key_value_store.{label}]\ntype = \"spin\"\npath = \"kv.db\"\n"))
+        .collect())
+}
