@@ -1,8 +1,10 @@
 //! The web client in a real browser: Debian's chromium, driven by playwright-core
 //! (host/tests/browser/journey.mjs), against real hosts on the embedded default. A seller
 //! and a buyer sign up, sell, buy, pay and sign out through the pages; on a host with a
-//! short order window an order expires and its ticket goes back on sale. A screenshot of
-//! each page lands in target/tmp/browser-screenshots/.
+//! short order window an order expires and its ticket goes back on sale; on a host with a
+//! Stripe publishable key the order page takes the card in Stripe's form (a stand-in for
+//! Stripe.js, served in place of js.stripe.com). A screenshot of each page lands in
+//! target/tmp/browser-screenshots/.
 //!
 //! `bash scripts/setup.sh` installs chromium and playwright-core; without them this test
 //! fails (it does not skip).
@@ -27,9 +29,8 @@ fn browser_dir() -> PathBuf {
 
 /// chromium and playwright-core, or a failure saying how to get them.
 fn chromium() -> PathBuf {
-    let chromium = PathBuf::from(
-        std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()),
-    );
+    let chromium =
+        PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".to_owned()));
     assert!(
         chromium.exists(),
         "{} is missing: run `bash scripts/setup.sh` (it installs Debian's chromium)",
@@ -57,6 +58,10 @@ fn a_seller_and_a_buyer_use_the_app_in_a_browser() {
     let expiry = HostConfig::app(Backend::Embedded)
         .var("expiration_window_seconds", SHORT_WINDOW_SECS)
         .start();
+    // The script stands in for Stripe.js (no internet here); payments stay in test mode.
+    let stripe = HostConfig::app(Backend::Embedded)
+        .var("stripe_publishable_key", "pk_test_browser")
+        .start();
     let screenshots = screenshots_dir();
 
     let started = Instant::now();
@@ -65,6 +70,7 @@ fn a_seller_and_a_buyer_use_the_app_in_a_browser() {
         .current_dir(browser_dir())
         .env("APP_URL", app.url("/"))
         .env("EXPIRY_URL", expiry.url("/"))
+        .env("STRIPE_URL", stripe.url("/"))
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOTS", &screenshots)
         .stdout(Stdio::inherit())
