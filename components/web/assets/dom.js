@@ -116,10 +116,13 @@ export async function busy(button, label, work) {
   }
 }
 
-/** The path of the `next` query parameter when it is a page of this site, else `fallback`. */
+/** The `next` query parameter when it leads to a page of this site, else `fallback`. */
 export function nextPath(fallback = '/') {
   const next = new URLSearchParams(location.search).get('next');
-  return next && next.startsWith('/') && !next.startsWith('//') ? next : fallback;
+  if (!next) return fallback;
+  // Resolved the way the browser will resolve it (`//host` and `/\host` are other sites).
+  const target = new URL(next, location.origin);
+  return target.origin === location.origin ? target.pathname + target.search : fallback;
 }
 
 /** Sends an anonymous visitor to the sign-in page, coming back here afterwards. */

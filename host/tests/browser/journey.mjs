@@ -305,9 +305,15 @@ async function runExpiry(browser) {
   watch(b, 'expiry buyer');
   b.setDefaultTimeout(TIMEOUT);
 
-  step = 'expiry: the buyer signs up and purchases';
-  await b.goto(EXPIRY_URL);
-  await signUp(b, `buyer-${unique}@example.com`, 'buyer-pass');
+  step = 'expiry: the buyer signs up, and a `next` leading to another site is ignored';
+  await b.goto(new URL('/auth/signup?next=%2F%5Cevil.example%2F', EXPIRY_URL).href);
+  await b.getByLabel('Email', { exact: true }).fill(`buyer-${unique}@example.com`);
+  await b.getByLabel('Password', { exact: true }).fill('buyer-pass');
+  await button(b, 'Sign Up').click();
+  await visible(link(b, 'Sign Out'));
+  check(b.url() === new URL('/', EXPIRY_URL).href, `after signing up: ${b.url()}`);
+
+  step = 'expiry: the buyer purchases';
   await link(b, title).click();
   const ticketUrl = b.url();
   await button(b, 'Purchase').click();
