@@ -183,17 +183,36 @@ fn the_manifests_agree_with_the_app() {
         dockerfile.contains(&format!("\"0.0.0.0:{port}\"")),
         "the image listens on {port}"
     );
-    let probe = container["readinessProbe"]["httpGet"]["path"]
-        .as_str()
+    // The probes ask the host's admin routes, on the port --admin-listen names.
+    let admin = args
+        .iter()
+        .position(|a| *a == "--admin-listen")
+        .map(|at| args[at + 1])
+        .expect("--admin-listen");
+    let admin_port = container["ports"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("an `admin` container port")["containerPort"]
+        .as_u64()
         .unwrap();
-    let served = app.http_triggers.iter().any(|t| match &t.route {
-        ticketing_host::manifest::HttpRoute::Path(route) => match route.strip_suffix("...") {
-            Some(prefix) => probe.starts_with(prefix),
-            None => probe == route,
-        },
-        _ => false,
-    });
-    assert!(served, "the readiness probe {probe} is an app route");
+    assert_eq!(admin, format!("0.0.0.0:{admin_port}"));
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(container[probe]["httpGet"]["port"], "admin", "{probe}");
+        assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+    }
+    let service_ports = objects
+        .iter()
+        .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "ticketing")
+        .expect("the ticketing Service")["spec"]["ports"]
+        .as_sequence()
+        .unwrap()
+        .clone();
+    assert!(
+        service_ports.iter().all(|p| p["targetPort"] != "admin"),
+        "the admin port stays off the Service"
+    );
 }
 
 fn find_volume<'a>(objects: &'a [Yaml], name: &str) -> &'a Yaml {
@@ -227,19 +246,22 @@ fn the_host_serves_as_the_deployment_configures_it() {
             config.env.push((name, local(&value)));
         }
     }
+    let admin = free_port();
     let host = config
         .arg("--runtime-config-file")
         .arg(rc.to_str().unwrap())
+        .arg("--admin-listen")
+        .arg(&format!("127.0.0.1:{admin}"))
         .start();
 
-    let probe = container["readinessProbe"]["httpGet"]["path"]
-        .as_str()
-        .unwrap();
-    assert_eq!(
-        host.client().get(probe).status,
-        200,
-        "the readiness probe passes"
-    );
+    // Both probes pass once the host is up (readiness once its consumers are open).
+    for probe in ["livenessProbe", "readinessProbe"] {
+        let path = container[probe]["httpGet"]["path"].as_str().unwrap();
+        let url = format!("http://127.0.0.1:{admin}{path}");
+        eventually(&format!("the {probe} passes"), || {
+            ureq::get(&url).call().ok().filter(|r| r.status() == 200)
+        });
+    }
     let mut seller = host.client();
     seller.sign_up();
     let ticket = seller.post("/api/tickets", json!({"title": "Deployed", "price": 3}));

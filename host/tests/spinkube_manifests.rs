@@ -595,14 +595,13 @@ fn the_kustomization_the_servers_and_the_trigger_image_fit_together() {
         format!("/src/deploy/spinkube/spin.lock {lock_path}"),
         "/src/target/release/trigger-nats /usr/local/bin/trigger-nats".to_owned(),
         "/src/target/wasm32-wasip2/release/*.wasm /app/target/wasm32-wasip2/release/".to_owned(),
-        "/src/deploy/spinkube/trigger-nats.sh /usr/local/bin/trigger-nats-entrypoint".to_owned(),
     ] {
         assert!(
             stage.contains(&copied),
             "the trigger-nats image copies {copied}"
         );
     }
-    assert!(stage.contains("ENTRYPOINT [\"trigger-nats-entrypoint\"]"));
+    assert!(stage.contains("ENTRYPOINT [\"trigger-nats\"]"));
     for component in expected["components"].as_array().unwrap() {
         let source = component["source"]["source"].as_str().unwrap();
         assert!(
@@ -612,13 +611,24 @@ fn the_kustomization_the_servers_and_the_trigger_image_fit_together() {
     }
     assert!(env.contains_key("SPIN_WORKING_DIR"));
 
-    // Readiness: the file the entrypoint makes once the NATS trigger runs.
+    // The probes ask the trigger's admin routes, on the port TICKETING_ADMIN_LISTEN names.
     let container = trigger_container(&objects);
-    let Some(Source::Value(ready)) = env.get("TRIGGER_READY_FILE") else {
-        panic!("TRIGGER_READY_FILE")
+    let Some(Source::Value(admin)) = env.get("TICKETING_ADMIN_LISTEN") else {
+        panic!("TICKETING_ADMIN_LISTEN")
     };
-    assert_eq!(
-        container["readinessProbe"]["exec"]["command"],
-        json!(["test", "-e", ready])
-    );
+    let admin_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "admin")
+        .expect("an `admin` container port")["containerPort"]
+        .clone();
+    assert_eq!(*admin, format!("0.0.0.0:{admin_port}"));
+    for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/healthz")] {
+        assert_eq!(
+            container[probe]["httpGet"],
+            json!({"path": path, "port": "admin"}),
+            "{probe}"
+        );
+    }
 }

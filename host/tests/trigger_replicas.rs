@@ -1,6 +1,6 @@
 //! Scale-out of the SpinKube deployment's NATS side: three trigger-nats replicas, started as
-//! the Deployment in deploy/spinkube starts them (its entrypoint script, arguments,
-//! environment and runtime config, the readiness file), from one lock file, against one
+//! the Deployment in deploy/spinkube starts them (its arguments, environment and runtime
+//! config, the readiness probe on the admin listener), from one lock file, against one
 //! NATS server (deploy/spinkube/nats.conf) and one Redis, with the HTTP side beside them as
 //! the SpinApp configures it (the host with only its HTTP trigger standing in for the shim).
 //! A workload of ten tickets and ten orders, half paid and half left to expire, is then
@@ -9,7 +9,7 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
@@ -40,10 +40,12 @@ fn within<T>(secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
     }
 }
 
-/// One trigger-nats replica, run by the image's entrypoint script; SIGTERM on drop.
+/// One trigger-nats replica, run as the image's entrypoint runs it; SIGTERM on drop.
 struct Replica {
     child: Child,
     log: PathBuf,
+    /// Its admin listener's port (the Deployment's probes).
+    admin: u16,
 }
 
 impl Replica {
@@ -51,10 +53,11 @@ impl Replica {
         read_log(&self.log)
     }
 
-    /// Waits for the readiness file the Deployment's probe tests.
-    fn wait_ready(&mut self, ready: &Path) {
+    /// Waits until `/readyz`, the Deployment's readiness probe, answers 200.
+    fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(180);
-        while !ready.exists() {
+        let url = format!("http://127.0.0.1:{}/readyz", self.admin);
+        while !ureq::get(&url).call().is_ok_and(|r| r.status() == 200) {
             if let Some(status) = self.child.try_wait().unwrap() {
                 panic!("replica exited ({status}) at start:\n{}", self.log());
             }
@@ -163,25 +166,12 @@ fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
             }
         })
         .collect();
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_trigger-nats"))
-        .parent()
-        .unwrap();
-    let path = format!(
-        "{}:{}",
-        bin_dir.display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-
     let mut replicas = Vec::new();
     for i in 0..REPLICAS {
         let log = dir.path().join(format!("replica-{i}.log"));
-        let ready = dir.path().join(format!("ready-{i}"));
-        let mut command = Command::new("bash");
-        command
-            .arg(spinkube_dir().join("trigger-nats.sh"))
-            .args(&args)
-            .env_remove("RUNTIME_CONFIG_FILE")
-            .env("PATH", &path);
+        let admin = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trigger-nats"));
+        command.args(&args).env_remove("RUNTIME_CONFIG_FILE");
         for (name, source) in trigger_env(&objects) {
             // Secrets stay out: the test sets its own jwt_secret, the rest are optional.
             if let Source::Value(value) = source {
@@ -191,15 +181,21 @@ fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
         command
             .env("SPIN_LOCKED_URL", &locked_url)
             .env("SPIN_WORKING_DIR", dir.path().join(format!("work-{i}")))
-            .env("TRIGGER_READY_FILE", &ready)
+            .env("TICKETING_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
             .env("SPIN_VARIABLE_JWT_SECRET", JWT_SECRET)
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(std::fs::File::create(dir.path().join(format!("replica-{i}.err"))).unwrap());
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .append(true)
+                    .open(&log)
+                    .unwrap(),
+            );
         let mut replica = Replica {
-            child: command.spawn().expect("bash"),
+            child: command.spawn().expect("trigger-nats"),
             log,
+            admin,
         };
-        replica.wait_ready(&ready);
+        replica.wait_ready();
         replicas.push(replica);
     }
 
