@@ -184,12 +184,7 @@ fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
             .env("TICKETING_ADMIN_LISTEN", format!("127.0.0.1:{admin}"))
             .env("SPIN_VARIABLE_JWT_SECRET", JWT_SECRET)
             .stdout(std::fs::File::create(&log).unwrap())
-            .stderr(
-                std::fs::OpenOptions::new()
-                    .append(true)
-                    .open(&log)
-                    .unwrap(),
-            );
+            .stderr(std::fs::OpenOptions::new().append(true).open(&log).unwrap());
         let mut replica = Replica {
             child: command.spawn().expect("trigger-nats"),
             log,
