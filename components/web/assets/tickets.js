@@ -56,9 +56,10 @@ export async function newTicketPage({ main, user }) {
   title.input.focus();
 }
 
-// While a ticket is reserved its page looks again this often, to offer it as soon as an
-// order for it expires.
-const RESERVED_POLL_MS = 3000;
+// While a ticket is reserved its page looks again, to offer it as soon as an order for it
+// expires: after 3 s, then less and less often (a paid ticket stays reserved for good).
+const RESERVED_POLL_FIRST_MS = 3000;
+const RESERVED_POLL_MAX_MS = 30000;
 
 export async function ticketPage({ main, user, id }) {
   const errors = errorBox();
@@ -84,10 +85,12 @@ export async function ticketPage({ main, user, id }) {
       status),
     errors.element);
 
+  let pollMs = RESERVED_POLL_FIRST_MS;
   const show = () => {
     if (ticket.orderId) {
       status.replaceChildren(h('p', { class: 'reserved' }, 'This ticket is reserved.'));
-      setTimeout(refresh, RESERVED_POLL_MS);
+      setTimeout(refresh, pollMs);
+      pollMs = Math.min(pollMs * 1.5, RESERVED_POLL_MAX_MS);
     } else if (user && user.id === ticket.userId) {
       status.replaceChildren(h('p', { class: 'note' }, 'You are selling this ticket.'));
     } else {
