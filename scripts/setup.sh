@@ -27,3 +27,15 @@ if [ ! -f host/tests/browser/node_modules/playwright-core/package.json ]; then
   echo "installing playwright-core (host/tests/browser)"
   npm ci --prefix host/tests/browser --no-audit --no-fund --loglevel=error >/dev/null
 fi
+
+# schemathesis (PyPI), which host/tests/openapi_conformance.rs runs against the app: in a
+# virtualenv of its own under target/, at a pinned version (a fixed seed then generates the
+# same requests everywhere).
+schemathesis_version=4.32.5
+schemathesis_venv=target/tools/schemathesis
+if ! "$schemathesis_venv/bin/schemathesis" --version 2>/dev/null | grep -q " $schemathesis_version\$"; then
+  echo "installing schemathesis $schemathesis_version ($schemathesis_venv)"
+  python3 -m venv "$schemathesis_venv"
+  "$schemathesis_venv/bin/pip" install --quiet --disable-pip-version-check \
+    "schemathesis==$schemathesis_version"
+fi
