@@ -42,9 +42,11 @@ fn the_app_conforms_to_its_openapi_document() {
         Some("application/json"),
         "the document's content type"
     );
-    let committed =
-        std::fs::read_to_string(workspace_root().join("docs/openapi.json")).unwrap();
-    assert_eq!(served.body, committed, "the served document is docs/openapi.json");
+    let committed = std::fs::read_to_string(workspace_root().join("docs/openapi.json")).unwrap();
+    assert_eq!(
+        served.body, committed,
+        "the served document is docs/openapi.json"
+    );
 
     let mut user = host.client();
     user.sign_up();
@@ -72,13 +74,18 @@ fn the_app_conforms_to_its_openapi_document() {
     );
     // It did test the API: every operation of the document.
     let number_after = |label: &str| -> u32 {
-        let at = report.find(label).unwrap_or_else(|| panic!("{label}: {report}")) + label.len();
+        let at = report
+            .find(label)
+            .unwrap_or_else(|| panic!("{label}: {report}"))
+            + label.len();
         let digits: String = report[at..]
             .trim_start()
             .chars()
             .take_while(char::is_ascii_digit)
             .collect();
-        digits.parse().unwrap_or_else(|_| panic!("{label}: {report}"))
+        digits
+            .parse()
+            .unwrap_or_else(|_| panic!("{label}: {report}"))
     };
     let (selected, tested) = (number_after("Selected:"), number_after("Tested:"));
     assert!(selected >= 13, "every operation is selected: {report}");
