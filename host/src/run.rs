@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! the app (spin.toml, or the lock file `spin up` writes)
+//!   → admin listener, with --admin-listen (/healthz at once, /readyz once all below runs)
 //!   → runtime config → state dir → variables → NATS trigger settings
 //!   → (a run with one trigger only: check that what it shares with the process running
 //!      the other trigger lives on servers)
