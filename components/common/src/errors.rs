@@ -28,6 +28,11 @@ impl FieldError {
     }
 }
 
+/// The message of a 503.
+pub const SERVICE_UNAVAILABLE: &str = "Service unavailable, try again";
+/// How long a client should wait before retrying after a 503, in seconds.
+const RETRY_AFTER_SECONDS: &str = "1";
+
 /// Every way a request can fail, each mapped to one status and message of the API contract.
 #[derive(Debug)]
 pub enum ApiError {
@@ -45,6 +50,9 @@ pub enum ApiError {
     InvalidJson,
     /// 500; the cause is logged, never shown to the client.
     Internal(anyhow::Error),
+    /// 503, a backend (the key-value store, the event bus) did not answer: nothing the
+    /// client did wrong, and worth retrying. The cause is logged.
+    Unavailable(anyhow::Error),
 }
 
 /// The envelope every error response carries.
@@ -65,6 +73,7 @@ impl ApiError {
             Self::NotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::Internal(_) => 500,
+            Self::Unavailable(_) => 503,
         }
     }
 
@@ -78,6 +87,7 @@ impl ApiError {
             Self::PayloadTooLarge => vec![FieldError::message_only("Payload too large")],
             Self::InvalidJson => vec![FieldError::message_only("Invalid JSON body")],
             Self::Internal(_) => vec![FieldError::message_only("Something went wrong")],
+            Self::Unavailable(_) => vec![FieldError::message_only(SERVICE_UNAVAILABLE)],
         }
     }
 
@@ -89,23 +99,34 @@ impl ApiError {
         serde_json::to_vec(&envelope).expect("the error envelope always serializes")
     }
 
-    /// The HTTP response for this error; an internal error's cause goes to the log (stderr).
+    /// A backend failure, answered 503.
+    pub fn unavailable(cause: anyhow::Error) -> Self {
+        Self::Unavailable(cause)
+    }
+
+    /// The HTTP response for this error; the cause of a 500 or 503 goes to the log (stderr).
+    /// A 503 says when to try again (`Retry-After`, in seconds).
     pub fn into_response(self) -> Response {
-        if let Self::Internal(cause) = &self {
-            eprintln!("internal error: {cause:#}");
+        match &self {
+            Self::Internal(cause) => eprintln!("internal error: {cause:#}"),
+            Self::Unavailable(cause) => eprintln!("backend unavailable: {cause:#}"),
+            _ => {}
         }
-        Response::builder()
+        let mut response = Response::builder();
+        response
             .status(self.status())
-            .header("content-type", "application/json")
-            .body(self.body())
-            .build()
+            .header("content-type", "application/json");
+        if matches!(self, Self::Unavailable(_)) {
+            response.header("retry-after", RETRY_AFTER_SECONDS);
+        }
+        response.body(self.body()).build()
     }
 }
 
 /// For logs: the cause of an internal error, else the messages the client sees.
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Self::Internal(cause) = self {
+        if let Self::Internal(cause) | Self::Unavailable(cause) = self {
             return write!(f, "{cause:#}");
         }
         let messages: Vec<String> = self
@@ -181,6 +202,17 @@ mod tests {
             body_json(&error),
             json!({"errors": [{"message": "Something went wrong"}]})
         );
+    }
+
+    #[test]
+    fn backend_failures_are_503_and_hide_their_cause() {
+        let error = ApiError::unavailable(anyhow::anyhow!("redis connection refused"));
+        assert_eq!(error.status(), 503);
+        assert_eq!(
+            body_json(&error),
+            json!({"errors": [{"message": SERVICE_UNAVAILABLE}]})
+        );
+        assert_eq!(error.to_string(), "redis connection refused");
     }
 
     #[test]

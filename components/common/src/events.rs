@@ -151,6 +151,10 @@ impl Event for PaymentCreated {
     const PUBLISHER: &'static str = "payments";
 }
 
+/// The event name of the NATS trigger's periodic tick (`[application.trigger.nats]
+/// tick_subject`): services that publish handle it by relaying their outbox (see `store`).
+pub const OUTBOX_RELAY: &str = "outbox.relay";
+
 /// The full subject of an event name: `subject("ticketing", "order.created")` is
 /// `ticketing.order.created`.
 pub fn subject(prefix: &str, name: &str) -> String {
@@ -204,23 +208,55 @@ pub fn subject_of<E: Event>() -> Result<String, ApiError> {
     Ok(subject(&events_prefix()?, E::NAME))
 }
 
-/// Publishes an event (QoS 1, at least once) on its subject. Any failure is an internal
-/// error: a 500 for an HTTP request, a retry later for a listener.
+/// An event ready to publish: its full subject and its JSON payload. This is what a write
+/// records in its outbox (see `store`), so it is stored as JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outgoing {
+    pub subject: String,
+    pub payload: serde_json::Value,
+}
+
+/// Event `E` as it will be published.
+pub fn outgoing<E: Event>(event: &E) -> Result<Outgoing, ApiError> {
+    Ok(Outgoing {
+        subject: subject_of::<E>()?,
+        payload: serde_json::to_value(event).context("serializing an event")?,
+    })
+}
+
+/// Publishes an event (QoS 1, at least once) on its subject.
 pub fn publish<E: Event>(event: &E) -> Result<(), ApiError> {
-    let subject = subject_of::<E>()?;
-    let payload = serde_json::to_vec(event).context("serializing an event")?;
+    publish_all(E::PUBLISHER, &[outgoing(event)?])
+}
+
+/// Publishes `events` in order over one connection, stopping at the first failure. A
+/// failure is the bus being unreachable: a 503 for an HTTP request, a retry later for a
+/// listener. `publisher` names the connection's client id.
+pub fn publish_all(publisher: &str, events: &[Outgoing]) -> Result<(), ApiError> {
+    let Some(first) = events.first() else {
+        return Ok(());
+    };
     let address: String = config::variable_or("mqtt_address", DEFAULT_MQTT_ADDRESS.to_owned())?;
-    let client_id = format!("{}-{}", E::PUBLISHER, crate::ids::random_hex(8)?);
+    let client_id = format!("{publisher}-{}", crate::ids::random_hex(8)?);
     let connection = Connection::open(
         &address_with_client_id(&address, &client_id),
         "",
         "",
         MQTT_KEEP_ALIVE_SECONDS,
     )
-    .map_err(|e| anyhow!("connecting to the event bus to publish {subject}: {e}"))?;
-    connection
-        .publish(&mqtt_topic(&subject), &payload, Qos::AtLeastOnce)
-        .map_err(|e| anyhow!("publishing {subject}: {e}"))?;
+    .map_err(|e| {
+        let subject = &first.subject;
+        ApiError::unavailable(anyhow!(
+            "connecting to the event bus to publish {subject}: {e}"
+        ))
+    })?;
+    for event in events {
+        let subject = &event.subject;
+        let payload = serde_json::to_vec(&event.payload).context("serializing an event")?;
+        connection
+            .publish(&mqtt_topic(subject), &payload, Qos::AtLeastOnce)
+            .map_err(|e| ApiError::unavailable(anyhow!("publishing {subject}: {e}")))?;
+    }
     Ok(())
 }
 

@@ -15,6 +15,7 @@
 use crate::{
     errors::ApiError,
     events::{self, Event},
+    store::Relayed,
 };
 
 /// The generated bindings of `ticketing:platform/event-scheduler`.
@@ -56,6 +57,19 @@ impl From<ListenerError> for DeliveryError {
             ListenerError::Never(reason) => Self::Never(reason),
         }
     }
+}
+
+/// The outcome of an outbox relay run (see `store`), logged when it had something to do.
+pub fn relayed(outcome: Result<Relayed, ApiError>) -> Result<(), ApiError> {
+    let relayed = outcome?;
+    if relayed.published > 0 || relayed.abandoned > 0 {
+        eprintln!(
+            "outbox relay: published the events of {} writes, dropped {} writes that never \
+             landed ({} journal entries looked at)",
+            relayed.published, relayed.abandoned, relayed.scanned
+        );
+    }
+    Ok(())
 }
 
 /// The payload of an event; one that does not decode never will.

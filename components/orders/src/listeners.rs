@@ -2,15 +2,15 @@
 //! expirations from the expiration service, payments from the payments service.
 
 use ticketing_common::{
-    events::{Event, ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated},
-    listener::{decode, unknown_event, ListenerError},
+    events::{self, Event, ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated},
+    listener::{self, decode, unknown_event, ListenerError},
     store::Store,
     ApiError,
 };
 
 use crate::{
     cancel,
-    order::{Completion, Orders, StoredOrder, STORE_LABEL},
+    order::{Completion, Orders, STORE_LABEL},
     ticket::{self, TicketCopy},
 };
 
@@ -21,6 +21,7 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
         TicketUpdated::NAME => ticket_updated(&store, decode(payload)?),
         ExpirationComplete::NAME => expiration_complete(&store, decode(payload)?),
         PaymentCreated::NAME => payment_created(&store, decode(payload)?),
+        events::OUTBOX_RELAY => Ok(listener::relayed(Orders::new(&store).relay_outbox())?),
         other => Err(unknown_event(other)),
     }
 }
@@ -50,17 +51,18 @@ fn expiration_complete(store: &Store, event: ExpirationComplete) -> Result<(), L
 /// cancelled (its ticket may be someone else's by now) and is logged for a refund.
 fn payment_created(store: &Store, event: PaymentCreated) -> Result<(), ListenerError> {
     let orders = Orders::new(store);
-    let outcome = orders.update_if(&event.order_id, |stored| {
-        Ok(match stored.order.completion() {
-            Completion::Complete(order) => Some(StoredOrder {
-                order,
-                event_pending: false,
-            }),
-            Completion::AlreadyComplete | Completion::Cancelled => None,
-        })
-    });
+    let outcome = orders.update_if(
+        &event.order_id,
+        |order| {
+            Ok(match order.completion() {
+                Completion::Complete(paid) => Some(paid),
+                Completion::AlreadyComplete | Completion::Cancelled => None,
+            })
+        },
+        |_| Ok(Vec::new()),
+    );
     match outcome {
-        Ok(now) if now.value.order.completion() == Completion::Cancelled => {
+        Ok(now) if now.value.completion() == Completion::Cancelled => {
             eprintln!(
                 "payment {} (charge {}) is for order {}, which was cancelled: refund it",
                 event.id, event.stripe_id, event.order_id

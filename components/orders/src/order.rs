@@ -1,20 +1,21 @@
 //! The order model, its rules and its keys in the `orders` store:
 //!
 //! - `order:<id>` → the order JSON as the API shows it (with the ticket as it was when the
-//!   order was placed), plus `eventPending: true` while its cancellation is not published yet
+//!   order was placed); a cancellation writes its `order.cancelled` with it (the outbox)
 //! - `user-orders:<userId>:count`, `user-orders:<userId>:<n>` → the ids of the user's
 //!   orders, oldest first (the listing index, see `Store::append_to_index`)
 //! - `reservation:<ticketId>` → the id of the order holding the ticket, `null` once that
 //!   order released it. Created with `insert_new` (a claim, then the write) and taken over
 //!   only by compare-and-swap, so of concurrent orders for one ticket exactly one holds it.
-//!   Never deleted.
+//!   The write that wins it records the order's `order.created` (the outbox): an order is
+//!   announced exactly when it holds its ticket. Never deleted.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
-    events::{OrderCancelled, OrderCreated, OrderStatus, OrderedTicket, TicketRef},
+    events::{self, OrderCancelled, OrderCreated, OrderStatus, OrderedTicket, Outgoing, TicketRef},
     ids::is_valid_id,
-    store::{Store, Updated},
+    store::{Relayed, Store, Updated},
     ApiError,
 };
 
@@ -141,18 +142,6 @@ pub fn expires_at(now_unix_ms: i64, window_seconds: u64) -> Result<String, ApiEr
     Ok(due.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
-/// An order as stored: the order and whether its latest event still has to be published
-/// (a cancellation whose `order.cancelled` failed to publish is published by the next
-/// attempt: a redelivered expiration, or the user cancelling again).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct StoredOrder {
-    #[serde(flatten)]
-    pub order: Order,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub event_pending: bool,
-}
-
 /// The orders in the service's store.
 pub struct Orders<'a> {
     store: &'a Store,
@@ -165,10 +154,6 @@ impl<'a> Orders<'a> {
 
     /// The order with this id; an id not in the id format names no order.
     pub fn find(&self, id: &str) -> Result<Option<Order>, ApiError> {
-        Ok(self.find_stored(id)?.map(|stored| stored.order))
-    }
-
-    fn find_stored(&self, id: &str) -> Result<Option<StoredOrder>, ApiError> {
         if !is_valid_id(id) {
             return Ok(None);
         }
@@ -185,47 +170,52 @@ impl<'a> Orders<'a> {
             .collect();
         Ok(self
             .store
-            .get_many::<StoredOrder>(&keys)?
+            .get_many::<Order>(&keys)?
             .into_iter()
             .flatten()
-            .map(|stored| stored.order)
             .collect())
     }
 
-    /// Saves a new order if it wins its ticket's reservation; `false` (and nothing saved)
-    /// when an order that is not cancelled holds the ticket.
+    /// Saves a new order if it wins its ticket's reservation, and publishes its
+    /// `order.created` (recorded with the reservation); `false` (and nothing saved) when an
+    /// order that is not cancelled holds the ticket.
     pub fn place(&self, order: &Order) -> Result<bool, ApiError> {
         // The record goes first: a reservation always names an order that exists, so a
-        // rival reading the reservation can tell whether it is still held.
-        let stored = StoredOrder {
-            order: order.clone(),
-            event_pending: false,
-        };
-        self.store.put(&order_key(&order.id), &stored)?;
-        if !self.reserve(&order.ticket.id, &order.id)? {
+        // rival reading the reservation can tell whether it is still held. Then the index:
+        // an order that wins (and is announced) is always listed; a losing one is deleted
+        // and its index entry skipped by the listing.
+        self.store.put(&order_key(&order.id), order)?;
+        self.store
+            .append_to_index(&user_orders_key(&order.user_id), &order.id)?;
+        if !self.reserve(order)? {
             self.store.delete(&order_key(&order.id))?;
             return Ok(false);
         }
-        self.store
-            .append_to_index(&user_orders_key(&order.user_id), &order.id)?;
         Ok(true)
     }
 
-    /// Takes the ticket's reservation for `order_id`, atomically: a new reservation key is
-    /// created with `insert_new`; an existing one is taken over by compare-and-swap only if
-    /// the order holding it no longer holds the ticket.
-    fn reserve(&self, ticket_id: &str, order_id: &str) -> Result<bool, ApiError> {
-        let key = reservation_key(ticket_id);
-        if self.store.insert_new(&key, &Some(order_id))? {
+    /// Takes the ticket's reservation for `order`, atomically, with its `order.created`: a
+    /// new reservation key is created with `insert_new`; an existing one is taken over by
+    /// compare-and-swap only if the order holding it no longer holds the ticket.
+    fn reserve(&self, order: &Order) -> Result<bool, ApiError> {
+        let key = reservation_key(&order.ticket.id);
+        let created = || -> Result<Vec<Outgoing>, ApiError> {
+            Ok(vec![events::outgoing(&order.created_event())?])
+        };
+        if self
+            .store
+            .insert_new_announcing(&key, &Some(&order.id), created()?)?
+        {
             return Ok(true);
         }
-        let taken = self.store.update_if(&key, |holder: &Option<String>| {
+        let change = |holder: &Option<String>| {
             let held = match holder {
                 Some(holder) => self.find(holder)?.is_some_and(|order| order.holds_ticket()),
                 None => false,
             };
-            Ok((!held).then(|| Some(order_id.to_owned())))
-        });
+            Ok((!held).then(|| Some(order.id.clone())))
+        };
+        let taken = self.store.update_if_announcing(&key, change, |_| created());
         match taken {
             Ok(updated) => Ok(updated.written),
             // Claimed by a rival whose write has not landed yet: that order holds the ticket.
@@ -244,18 +234,25 @@ impl<'a> Orders<'a> {
         Ok(())
     }
 
-    /// Changes an order where `change` says so (see `Store::update_if`); an unknown or
-    /// malformed id is `ApiError::NotFound`.
+    /// Changes an order where `change` says so (see `Store::update_if`), recording the
+    /// `events` of the new order with the write; an unknown or malformed id is
+    /// `ApiError::NotFound`.
     pub fn update_if(
         &self,
         id: &str,
-        mut change: impl FnMut(&StoredOrder) -> Result<Option<StoredOrder>, ApiError>,
-    ) -> Result<Updated<StoredOrder>, ApiError> {
+        change: impl FnMut(&Order) -> Result<Option<Order>, ApiError>,
+        events: impl Fn(&Order) -> Result<Vec<Outgoing>, ApiError>,
+    ) -> Result<Updated<Order>, ApiError> {
         if !is_valid_id(id) {
             return Err(ApiError::NotFound);
         }
         self.store
-            .update_if(&order_key(id), |stored| change(stored))
+            .update_if_announcing(&order_key(id), change, events)
+    }
+
+    /// Publishes the events of writes whose writers did not (see `Store::relay_outbox`).
+    pub fn relay_outbox(&self) -> Result<Relayed, ApiError> {
+        self.store.relay_outbox()
     }
 }
 
@@ -304,27 +301,6 @@ mod tests {
                 "version": 0,
                 "ticket": {"id": "507f1f77bcf86cd799439011", "title": "Opera", "price": 20.1, "version": 0}
             })
-        );
-    }
-
-    #[test]
-    fn stored_orders_flag_a_pending_event_only_when_there_is_one() {
-        let mut stored = StoredOrder {
-            order: order(OrderStatus::Cancelled),
-            event_pending: false,
-        };
-        let plain = serde_json::to_value(&stored).unwrap();
-        assert_eq!(plain, serde_json::to_value(&stored.order).unwrap());
-        assert_eq!(
-            serde_json::from_value::<StoredOrder>(plain).unwrap(),
-            stored
-        );
-        stored.event_pending = true;
-        let flagged = serde_json::to_value(&stored).unwrap();
-        assert_eq!(flagged["eventPending"], true);
-        assert_eq!(
-            serde_json::from_value::<StoredOrder>(flagged).unwrap(),
-            stored
         );
     }
 

@@ -1,13 +1,14 @@
 //! The events the payments service consumes: its order copies follow the orders service.
 
 use ticketing_common::{
-    events::{Event, OrderCancelled, OrderCreated},
-    listener::{decode, unknown_event, ListenerError},
+    events::{self, Event, OrderCancelled, OrderCreated},
+    listener::{self, decode, unknown_event, ListenerError},
     store::Store,
 };
 
 use crate::{
     order::{self, OrderCopy},
+    payment::Payments,
     STORE_LABEL,
 };
 
@@ -24,6 +25,7 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
             orders.apply(&cancelled.id, cancelled.version, OrderCopy::cancelled)?;
             Ok(())
         }
+        events::OUTBOX_RELAY => Ok(listener::relayed(Payments::new(&store).relay_outbox())?),
         other => Err(unknown_event(other)),
     }
 }

@@ -6,7 +6,11 @@
 //!   one order exactly one charges; withdrawn (value and claim) if the charge fails.
 
 use serde::{Deserialize, Serialize};
-use ticketing_common::{events::PaymentCreated, store::Store, ApiError};
+use ticketing_common::{
+    events::{self, PaymentCreated},
+    store::{Relayed, Store},
+    ApiError,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -49,18 +53,16 @@ impl<'a> Payments<'a> {
 
     /// Stores a payment and makes it the order's.
     pub fn record(&self, payment: &Payment) -> Result<(), ApiError> {
-        self.store.put(&payment_key(&payment.id), payment)?;
+        let created = events::outgoing(&payment.created_event())?;
+        self.store
+            .put_announcing(&payment_key(&payment.id), payment, vec![created])?;
         self.store
             .put(&payment_for_key(&payment.order_id), &Some(&payment.id))
     }
 
-    /// The order's payment, once its charge is recorded.
-    pub fn of_order(&self, order_id: &str) -> Result<Option<Payment>, ApiError> {
-        let payment_id: Option<Option<String>> = self.store.get(&payment_for_key(order_id))?;
-        match payment_id.flatten() {
-            Some(id) => self.store.get(&payment_key(&id)),
-            None => Ok(None),
-        }
+    /// Publishes the events of writes whose writers did not (see `Store::relay_outbox`).
+    pub fn relay_outbox(&self) -> Result<Relayed, ApiError> {
+        self.store.relay_outbox()
     }
 }
 

@@ -1,14 +1,13 @@
 //! The events the tickets service consumes: orders reserve and release tickets.
 //!
-//! Every change of a ticket takes the next version and is published as `ticket.updated`.
-//! After handling an order event the ticket's current state is published even when nothing
-//! changed: a redelivery then re-publishes what the first delivery may have failed to
-//! publish, with the same content and so the same message id (the bus drops the duplicate),
-//! and a consumer that already has that version ignores it.
+//! Every change of a ticket takes the next version and records its `ticket.updated` in the
+//! same write (the outbox), so a change is never left unannounced, even if the host dies
+//! right after it. The outbox relay tick lands here too.
 
 use ticketing_common::{
     events::{self, Event, OrderCancelled, OrderCreated},
-    listener::{decode, unknown_event, ListenerError},
+    listener::{self, decode, unknown_event, ListenerError},
+    store::Updated,
     ApiError,
 };
 
@@ -18,6 +17,7 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
     match name {
         OrderCreated::NAME => order_created(decode(payload)?),
         OrderCancelled::NAME => order_cancelled(decode(payload)?),
+        events::OUTBOX_RELAY => Ok(listener::relayed(Tickets::open()?.relay_outbox())?),
         other => Err(unknown_event(other)),
     }
 }
@@ -36,12 +36,11 @@ fn order_created(order: OrderCreated) -> Result<(), ListenerError> {
         }
         Ok(ticket.reserved_by(&order.id))
     });
-    // Each version is published, so listeners applying them in order never meet a gap.
-    publish_state(&order.ticket.id, outcome.map(|updated| updated.value))?;
+    known_ticket(&order.ticket.id, outcome)?;
     if tickets.is_order_cancelled(&order.id)? {
         let outcome =
             tickets.update_if(&order.ticket.id, |ticket| Ok(ticket.released_by(&order.id)));
-        publish_state(&order.ticket.id, outcome.map(|updated| updated.value))?;
+        known_ticket(&order.ticket.id, outcome)?;
     }
     Ok(())
 }
@@ -51,13 +50,15 @@ fn order_cancelled(order: OrderCancelled) -> Result<(), ListenerError> {
     let tickets = Tickets::open()?;
     tickets.mark_order_cancelled(&order.id, &order.ticket.id)?;
     let outcome = tickets.update_if(&order.ticket.id, |ticket| Ok(ticket.released_by(&order.id)));
-    publish_state(&order.ticket.id, outcome.map(|updated| updated.value))
+    known_ticket(&order.ticket.id, outcome)
 }
 
-/// Publishes the ticket's state after an order event (version 0 is `ticket.created`'s).
-fn publish_state(ticket_id: &str, outcome: Result<Ticket, ApiError>) -> Result<(), ListenerError> {
+/// An order event for a ticket that does not exist never will be handled.
+fn known_ticket(
+    ticket_id: &str,
+    outcome: Result<Updated<Ticket>, ApiError>,
+) -> Result<(), ListenerError> {
     match outcome {
-        Ok(ticket) if ticket.version > 0 => Ok(events::publish(&ticket.updated_event())?),
         Ok(_) => Ok(()),
         Err(ApiError::NotFound) => Err(ListenerError::Never(format!(
             "an order event for ticket {ticket_id}, which does not exist"

@@ -9,9 +9,9 @@
 
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
-    events::{TicketCreated, TicketUpdated},
+    events::{self, Outgoing, TicketCreated, TicketUpdated},
     ids::{is_valid_id, new_id},
-    store::{Store, Updated},
+    store::{Relayed, Store, Updated},
     ApiError,
 };
 
@@ -100,15 +100,14 @@ impl Tickets {
             version: 0,
             order_id: None,
         };
-        // The record first, then the index: a listed id always has its record.
-        self.store.put(&ticket_key(&ticket.id), &ticket)?;
+        // The index first: a record written (and announced) is always listed; an id
+        // listed without a record (the write failed) is skipped by the listing. The record
+        // carries its `ticket.created` (the outbox).
         self.store.append_to_index(INDEX_KEY, &ticket.id)?;
+        let created = events::outgoing(&ticket.created_event())?;
+        self.store
+            .put_announcing(&ticket_key(&ticket.id), &ticket, vec![created])?;
         Ok(ticket)
-    }
-
-    /// Removes a ticket's record (its id may stay in the index: listing skips it).
-    pub fn delete(&self, id: &str) -> Result<(), ApiError> {
-        self.store.delete(&ticket_key(id))
     }
 
     /// The ticket with this id; an id not in the id format names no ticket.
@@ -130,8 +129,9 @@ impl Tickets {
         Ok(self.store.get_many(&keys)?.into_iter().flatten().collect())
     }
 
-    /// Changes a ticket with the store's versioned update (see `Store::update`); an unknown
-    /// or malformed id is `ApiError::NotFound`.
+    /// Changes a ticket with the store's versioned update (see `Store::update`), recording
+    /// its `ticket.updated` with the write; an unknown or malformed id is
+    /// `ApiError::NotFound`.
     pub fn update(
         &self,
         id: &str,
@@ -140,10 +140,12 @@ impl Tickets {
         if !is_valid_id(id) {
             return Err(ApiError::NotFound);
         }
-        self.store.update(&ticket_key(id), change)
+        self.store
+            .update_announcing(&ticket_key(id), change, updated_event)
     }
 
-    /// Changes a ticket only where `change` says so (see `Store::update_if`).
+    /// Changes a ticket only where `change` says so (see `Store::update_if`), recording its
+    /// `ticket.updated` with the write.
     pub fn update_if(
         &self,
         id: &str,
@@ -152,7 +154,13 @@ impl Tickets {
         if !is_valid_id(id) {
             return Err(ApiError::NotFound);
         }
-        self.store.update_if(&ticket_key(id), change)
+        self.store
+            .update_if_announcing(&ticket_key(id), change, updated_event)
+    }
+
+    /// Publishes the events of writes whose writers did not (see `Store::relay_outbox`).
+    pub fn relay_outbox(&self) -> Result<Relayed, ApiError> {
+        self.store.relay_outbox()
     }
 
     /// Remembers that an order (of this ticket) is cancelled.
@@ -166,6 +174,11 @@ impl Tickets {
             .get::<String>(&cancelled_order_key(order_id))?
             .is_some())
     }
+}
+
+/// Every change of a ticket is announced as `ticket.updated`.
+fn updated_event(ticket: &Ticket) -> Result<Vec<Outgoing>, ApiError> {
+    Ok(vec![events::outgoing(&ticket.updated_event())?])
 }
 
 fn cancelled_order_key(order_id: &str) -> String {

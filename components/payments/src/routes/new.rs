@@ -5,7 +5,6 @@ use spin_sdk::http::{Request, Response};
 use ticketing_common::{
     auth,
     errors::check_fields,
-    events,
     http::{json_body, json_response, optional_field},
     ids::new_id,
     store::Store,
@@ -64,7 +63,6 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
 
     let payments = Payments::new(&store);
     if !payments.claim(&order.id)? {
-        republish_payment(&payments, &order.id);
         return Err(ApiError::bad_request("Order already paid"));
     }
     let payment =
@@ -80,11 +78,11 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
                 return Err(error);
             }
         };
-    events::publish(&payment.created_event())?;
     json_response(201, &serde_json::json!({ "id": payment.id }))
 }
 
-/// Charges the order and stores its payment. On failure the caller gives the claim back; a
+/// Charges the order and stores its payment, which publishes `payment.created` (now, or
+/// through the outbox relay). On failure the caller gives the claim back; a
 /// charge that went through anyway is found again by its idempotency key when the same
 /// payment is retried.
 async fn charge_and_record(
@@ -102,18 +100,6 @@ async fn charge_and_record(
     };
     payments.record(&payment)?;
     Ok(payment)
-}
-
-/// A second payment of a paid order re-publishes the first one's `payment.created` (same
-/// content, so the bus drops it as a duplicate): if that publish once failed, the retry
-/// makes up for it. Best effort: the answer is "Order already paid" either way.
-fn republish_payment(payments: &Payments, order_id: &str) {
-    let outcome = payments
-        .of_order(order_id)
-        .and_then(|payment| payment.map_or(Ok(()), |p| events::publish(&p.created_event())));
-    if let Err(error) = outcome {
-        eprintln!("re-publishing the payment of order {order_id}: {error}");
-    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,12 @@ use spin_sdk::wit::wasi::keyvalue::{
 };
 
 use crate::errors::ApiError;
+use crate::events::Outgoing;
+
+mod outbox;
+
+pub use outbox::Relayed;
+use outbox::{outbox_of, pending, Pending};
 
 /// How many times a conditional write is retried after losing a race before it gives up
 /// with a 500. Conflicts are short-lived (another request's single write), so this is
@@ -49,8 +55,8 @@ pub struct Store {
 impl Store {
     /// Opens the store with this label (one of the component's `key_value_stores`).
     pub fn open(label: &str) -> Result<Self, ApiError> {
-        let bucket =
-            store::open(label).map_err(|e| anyhow!("opening the store {label:?}: {e:?}"))?;
+        let bucket = store::open(label)
+            .map_err(|e| store_error(format!("opening the store {label:?}"), e))?;
         Ok(Self {
             label: label.to_owned(),
             bucket,
@@ -63,7 +69,7 @@ impl Store {
         let bytes = self
             .bucket
             .get(&key)
-            .map_err(|e| anyhow!("reading {key}: {e:?}"))?;
+            .map_err(|e| store_error(format!("reading {key}"), e))?;
         bytes.map(|bytes| decode(&key, &bytes)).transpose()
     }
 
@@ -72,7 +78,7 @@ impl Store {
         let key = self.namespaced(key);
         self.bucket
             .set(&key, &encode(value)?)
-            .map_err(|e| anyhow!("writing {key}: {e:?}"))?;
+            .map_err(|e| store_error(format!("writing {key}"), e))?;
         Ok(())
     }
 
@@ -81,7 +87,7 @@ impl Store {
         let key = self.namespaced(key);
         self.bucket
             .delete(&key)
-            .map_err(|e| anyhow!("deleting {key}: {e:?}"))?;
+            .map_err(|e| store_error(format!("deleting {key}"), e))?;
         Ok(())
     }
 
@@ -93,10 +99,21 @@ impl Store {
     /// A host that dies between the claim and the write leaves the key claimed but absent;
     /// later inserts lose as if it existed.
     pub fn insert_new<T: Serialize>(&self, key: &str, value: &T) -> Result<bool, ApiError> {
+        self.insert_new_announcing(key, value, Vec::new())
+    }
+
+    /// `insert_new` whose write also records `events`, published once it has landed (see
+    /// the `outbox` module). The losers of the race record nothing.
+    pub fn insert_new_announcing<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        events: Vec<Outgoing>,
+    ) -> Result<bool, ApiError> {
         let key = self.namespaced(key);
         let claim = claim_key(&key);
         let claims = atomics::increment(&self.bucket, &claim, 1)
-            .map_err(|e| anyhow!("claiming {key}: {e:?}"))?;
+            .map_err(|e| store_error(format!("claiming {key}"), e))?;
         if claims != 1 {
             return Ok(false);
         }
@@ -104,14 +121,60 @@ impl Store {
         if self
             .bucket
             .exists(&key)
-            .map_err(|e| anyhow!("reading {key}: {e:?}"))?
+            .map_err(|e| store_error(format!("reading {key}"), e))?
         {
             return Ok(false);
         }
-        self.bucket
-            .set(&key, &encode(value)?)
-            .map_err(|e| anyhow!("creating {key}: {e:?}"))?;
+        self.write_announcing(&key, to_json(value)?, events, |bytes| {
+            self.bucket
+                .set(&key, bytes)
+                .map_err(|e| store_error(format!("creating {key}"), e))
+        })?;
         Ok(true)
+    }
+
+    /// Stores `value` under a new `key` (as `put`) and records `events` with it, published
+    /// once the write has landed (see the `outbox` module). Meant for keys no one else
+    /// writes yet: a value already there is replaced with its pending events.
+    pub fn put_announcing<T: Serialize>(
+        &self,
+        key: &str,
+        value: &T,
+        events: Vec<Outgoing>,
+    ) -> Result<(), ApiError> {
+        let key = self.namespaced(key);
+        self.write_announcing(&key, to_json(value)?, events, |bytes| {
+            self.bucket
+                .set(&key, bytes)
+                .map_err(|e| store_error(format!("writing {key}"), e))
+        })
+    }
+
+    /// One unconditional write of `value` with `events` in its outbox: the journal entry
+    /// first, then the write, then the events are published.
+    fn write_announcing(
+        &self,
+        key: &str,
+        value: serde_json::Value,
+        events: Vec<Outgoing>,
+        write: impl FnOnce(&[u8]) -> Result<(), ApiError>,
+    ) -> Result<(), ApiError> {
+        if events.is_empty() {
+            return write(&encode(&value)?);
+        }
+        let entry = self.open_journal_entry(key)?;
+        let outbox = pending(entry, events);
+        let written = Versioned {
+            value,
+            writes: Vec::new(),
+            outbox: outbox.clone(),
+        };
+        if let Err(error) = encode(&written).and_then(|bytes| write(&bytes)) {
+            self.abandon_journal_entry(Some(entry));
+            return Err(error);
+        }
+        self.announce(&outbox);
+        Ok(())
     }
 
     /// Removes a key made by `insert_new` together with its claim, so that it can be
@@ -121,7 +184,7 @@ impl Store {
         let claim = claim_key(&self.namespaced(key));
         self.bucket
             .delete(&claim)
-            .map_err(|e| anyhow!("deleting {claim}: {e:?}"))?;
+            .map_err(|e| store_error(format!("deleting {claim}"), e))?;
         Ok(())
     }
 
@@ -130,7 +193,22 @@ impl Store {
     /// with the newer value, so `change` may run several times and must only compute.
     /// An error from `change` (e.g. "not the owner") is returned as is and nothing is
     /// written; an absent key is `ApiError::NotFound`. Returns the value written.
-    pub fn update<T, F>(&self, key: &str, mut change: F) -> Result<T, ApiError>
+    pub fn update<T, F>(&self, key: &str, change: F) -> Result<T, ApiError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(T) -> Result<T, ApiError>,
+    {
+        self.update_announcing(key, change, |_| Ok(Vec::new()))
+    }
+
+    /// `update` whose write also records the `events` of the value written, published once
+    /// it has landed (see the `outbox` module).
+    pub fn update_announcing<T, F>(
+        &self,
+        key: &str,
+        mut change: F,
+        events: impl Fn(&T) -> Result<Vec<Outgoing>, ApiError>,
+    ) -> Result<T, ApiError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(T) -> Result<T, ApiError>,
@@ -138,14 +216,33 @@ impl Store {
         let key = self.namespaced(key);
         self.swap_with_retries(&key, |current| {
             let updated = change(decode(&key, current)?)?;
-            Ok((Some(to_json(&updated)?), updated))
+            let write = Write {
+                value: to_json(&updated)?,
+                events: events(&updated)?,
+            };
+            Ok((Some(write), updated))
         })
     }
 
     /// `update` for changes that may turn out to be no change: `change` looks at the current
     /// value and returns the new one to write, or `None` to leave the key as it is (nothing
     /// is written). Returns the value now stored and whether this call wrote it.
-    pub fn update_if<T, F>(&self, key: &str, mut change: F) -> Result<Updated<T>, ApiError>
+    pub fn update_if<T, F>(&self, key: &str, change: F) -> Result<Updated<T>, ApiError>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnMut(&T) -> Result<Option<T>, ApiError>,
+    {
+        self.update_if_announcing(key, change, |_| Ok(Vec::new()))
+    }
+
+    /// `update_if` whose write (if any) also records the `events` of the value written,
+    /// published once it has landed (see the `outbox` module).
+    pub fn update_if_announcing<T, F>(
+        &self,
+        key: &str,
+        mut change: F,
+        events: impl Fn(&T) -> Result<Vec<Outgoing>, ApiError>,
+    ) -> Result<Updated<T>, ApiError>
     where
         T: Serialize + DeserializeOwned,
         F: FnMut(&T) -> Result<Option<T>, ApiError>,
@@ -154,7 +251,13 @@ impl Store {
         self.swap_with_retries(&key, |current| {
             let current: T = decode(&key, current)?;
             Ok(match change(&current)? {
-                Some(updated) => (Some(to_json(&updated)?), Updated::written(updated)),
+                Some(updated) => {
+                    let write = Write {
+                        value: to_json(&updated)?,
+                        events: events(&updated)?,
+                    };
+                    (Some(write), Updated::written(updated))
+                }
                 None => (None, Updated::unchanged(current)),
             })
         })
@@ -169,7 +272,7 @@ impl Store {
     pub fn append_to_index(&self, index: &str, id: &str) -> Result<(), ApiError> {
         let counter = self.namespaced(&index_counter_key(index));
         let n = atomics::increment(&self.bucket, &counter, 1)
-            .map_err(|e| anyhow!("incrementing {counter}: {e:?}"))?;
+            .map_err(|e| store_error(format!("incrementing {counter}"), e))?;
         self.put(&index_entry_key(index, n), &id)
     }
 
@@ -180,7 +283,7 @@ impl Store {
         let counter = self.namespaced(&index_counter_key(index));
         // Adding 0 reads the counter in the format the host keeps it in.
         let count = atomics::increment(&self.bucket, &counter, 0)
-            .map_err(|e| anyhow!("reading {counter}: {e:?}"))?;
+            .map_err(|e| store_error(format!("reading {counter}"), e))?;
         let keys: Vec<String> = (1..=count).map(|n| index_entry_key(index, n)).collect();
         let mut seen = HashSet::new();
         Ok(self
@@ -203,39 +306,72 @@ impl Store {
     }
 
     /// The compare-and-swap loop under every conditional write: `next` turns the current
-    /// bytes into the value to write (`None`: write nothing) plus the caller's result. An
-    /// absent key is `ApiError::NotFound`: a swap from "absent" is not sound on every store,
-    /// so keys are created by `insert_new` or `put`, never here.
+    /// bytes into the value to write and its events (`None`: write nothing) plus the
+    /// caller's result. An absent key is `ApiError::NotFound`: a swap from "absent" is not
+    /// sound on every store, so keys are created by `insert_new` or `put`, never here.
+    ///
+    /// Events still pending in the current value are carried into the new one, ahead of
+    /// this write's own, and published with them (see the `outbox` module).
     fn swap_with_retries<R>(
         &self,
         key: &str,
-        mut next: impl FnMut(&[u8]) -> Result<(Option<serde_json::Value>, R), ApiError>,
+        mut next: impl FnMut(&[u8]) -> Result<(Option<Write>, R), ApiError>,
     ) -> Result<R, ApiError> {
-        for attempt in 1..=MAX_CAS_ATTEMPTS {
-            let cas = self.begin_cas(key)?;
-            let current = current_value(&cas, key)?.ok_or(ApiError::NotFound)?;
-            let (value, result) = next(&current)?;
-            let Some(value) = value else {
-                return Ok(result);
-            };
-            let token = write_token()?;
-            let written = Versioned {
-                value,
-                writes: written_on(&current, token),
-            };
-            let bytes = encode(&written)?;
-            match atomics::swap(cas, &bytes) {
-                Ok(()) => return Ok(result),
-                Err(CasError::CasFailed(_)) if self.write_landed(key, token)? => return Ok(result),
-                Err(CasError::CasFailed(_)) => back_off(attempt),
-                // A failed store call may still have written: look before reporting it.
-                Err(CasError::StoreError(_)) if self.write_landed(key, token)? => {
-                    return Ok(result)
+        // This write's journal entry, opened once for all its attempts.
+        let mut entry = None;
+        let outcome = (|| {
+            for attempt in 1..=MAX_CAS_ATTEMPTS {
+                let cas = self.begin_cas(key)?;
+                let current = current_value(&cas, key)?.ok_or(ApiError::NotFound)?;
+                let (write, result) = next(&current)?;
+                let Some(write) = write else {
+                    return Ok((result, Vec::new()));
+                };
+                let mut outbox = self.still_pending(outbox_of(&current))?;
+                if !write.events.is_empty() {
+                    let n = match entry {
+                        Some(n) => n,
+                        None => *entry.insert(self.open_journal_entry(key)?),
+                    };
+                    outbox.extend(pending(n, write.events));
                 }
-                Err(CasError::StoreError(e)) => return Err(anyhow!("writing {key}: {e:?}").into()),
+                let token = write_token()?;
+                let written = Versioned {
+                    value: write.value,
+                    writes: written_on(&current, token),
+                    outbox,
+                };
+                let bytes = encode(&written)?;
+                let landed = match atomics::swap(cas, &bytes) {
+                    Ok(()) => true,
+                    // A failed store call may still have written: look before reporting it.
+                    Err(CasError::CasFailed(_)) | Err(CasError::StoreError(_))
+                        if self.write_landed(key, token)? =>
+                    {
+                        true
+                    }
+                    Err(CasError::CasFailed(_)) => false,
+                    Err(CasError::StoreError(e)) => {
+                        return Err(store_error(format!("writing {key}"), e))
+                    }
+                };
+                if landed {
+                    return Ok((result, written.outbox));
+                }
+                back_off(attempt);
+            }
+            Err(anyhow!("gave up writing {key} after {MAX_CAS_ATTEMPTS} conflicting writes").into())
+        })();
+        match outcome {
+            Ok((result, outbox)) => {
+                self.announce(&outbox);
+                Ok(result)
+            }
+            Err(error) => {
+                self.abandon_journal_entry(entry);
+                Err(error)
             }
         }
-        Err(anyhow!("gave up writing {key} after {MAX_CAS_ATTEMPTS} conflicting writes").into())
     }
 
     /// Whether the write with `token` is in the value under `key`: true after a swap that
@@ -244,12 +380,12 @@ impl Store {
         let stored = self
             .bucket
             .get(key)
-            .map_err(|e| anyhow!("reading {key}: {e:?}"))?;
+            .map_err(|e| store_error(format!("reading {key}"), e))?;
         Ok(stored.is_some_and(|bytes| write_tokens(&bytes).contains(&token)))
     }
 
     fn begin_cas(&self, key: &str) -> Result<Cas, ApiError> {
-        Ok(Cas::new(&self.bucket, key).map_err(|e| anyhow!("watching {key}: {e:?}"))?)
+        Ok(Cas::new(&self.bucket, key).map_err(|e| store_error(format!("watching {key}"), e))?)
     }
 
     fn namespaced(&self, key: &str) -> String {
@@ -299,8 +435,19 @@ fn claim_key(key: &str) -> String {
     format!("{key}#created")
 }
 
+/// A failed store call: a 503 when the store did not answer (`other`), a 500 when the
+/// component is configured wrong (no such store, access denied).
+fn store_error(context: String, error: store::Error) -> ApiError {
+    match error {
+        store::Error::Other(_) => ApiError::unavailable(anyhow!("{context}: {error:?}")),
+        _ => anyhow!("{context}: {error:?}").into(),
+    }
+}
+
 fn current_value(cas: &Cas, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    Ok(cas.current().map_err(|e| anyhow!("reading {key}: {e:?}"))?)
+    Ok(cas
+        .current()
+        .map_err(|e| store_error(format!("reading {key}"), e))?)
 }
 
 /// How many write tokens a value keeps: the writes it was built on, newest first. A writer
@@ -308,13 +455,22 @@ fn current_value(cas: &Cas, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
 /// between need to be remembered.
 const KEPT_WRITE_TOKENS: usize = 8;
 
-/// A value written by a conditional write, with the tokens of the writes that made it.
+/// A value written by a conditional write, with the tokens of the writes that made it, or
+/// by a write that recorded events, with the events not yet known to be published.
 #[derive(Serialize, Deserialize)]
 struct Versioned<T> {
     #[serde(rename = "$value")]
     value: T,
-    #[serde(rename = "$writes")]
+    #[serde(rename = "$writes", default, skip_serializing_if = "Vec::is_empty")]
     writes: Vec<u64>,
+    #[serde(rename = "$outbox", default, skip_serializing_if = "Vec::is_empty")]
+    outbox: Vec<Pending>,
+}
+
+/// A conditional write: the new value and the events it announces.
+struct Write {
+    value: serde_json::Value,
+    events: Vec<Outgoing>,
 }
 
 /// As a value is stored: written by a conditional write, or plain (`put`, `insert_new`, and
@@ -403,6 +559,7 @@ mod tests {
         let versioned = encode(&Versioned {
             value: serde_json::json!({"id": "a", "version": 2}),
             writes: vec![7, 5],
+            outbox: Vec::new(),
         })
         .unwrap();
         let plain = br#"{"id":"a","version":2}"#;
@@ -415,6 +572,7 @@ mod tests {
         let held = encode(&Versioned {
             value: Some("o1"),
             writes: vec![1],
+            outbox: Vec::new(),
         })
         .unwrap();
         assert_eq!(
@@ -434,6 +592,7 @@ mod tests {
             bytes = encode(&Versioned {
                 value: "v",
                 writes: tokens,
+                outbox: Vec::new(),
             })
             .unwrap();
         }
