@@ -102,6 +102,7 @@ impl mqtt::HostConnection for MqttCtx {
             Ok(subject) => subject,
             Err(reason) => return Ok(Err(Error::Other(reason))),
         };
+        crash_point(&subject);
         let event = Event {
             message_id: message_id(&subject, &payload),
             subject,
@@ -128,6 +129,27 @@ impl mqtt::HostConnection for MqttCtx {
         self.table.delete(connection)?;
         self.open_connections = self.open_connections.saturating_sub(1);
         Ok(())
+    }
+}
+
+/// For tests of the outbox: with `TICKETING_TEST_CRASH_BEFORE_PUBLISH=<suffix>`, the host
+/// aborts (as if killed) the first time a guest publishes on a subject ending in `<suffix>`,
+/// that is after the guest wrote the change the event announces and before the event is out.
+pub const CRASH_BEFORE_PUBLISH_ENV: &str = "TICKETING_TEST_CRASH_BEFORE_PUBLISH";
+
+fn crash_point(subject: &str) {
+    static SUFFIX: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let suffix = SUFFIX.get_or_init(|| {
+        std::env::var(CRASH_BEFORE_PUBLISH_ENV)
+            .ok()
+            .filter(|suffix| !suffix.is_empty())
+    });
+    if suffix
+        .as_deref()
+        .is_some_and(|suffix| subject.ends_with(suffix))
+    {
+        eprintln!("{CRASH_BEFORE_PUBLISH_ENV}: aborting before publishing {subject}");
+        std::process::abort();
     }
 }
 

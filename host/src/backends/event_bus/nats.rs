@@ -100,6 +100,15 @@ impl NatsEventBus {
 impl EventBus for NatsEventBus {
     async fn publish(&self, event: Event) -> anyhow::Result<()> {
         subject::check_subject(&event.subject)?;
+        // While the server is away the client would queue the message and wait for the
+        // stream's acknowledgement until the JetStream timeout: fail now instead. A guest's
+        // request then answers at once (its outbox keeps the event for later).
+        if self.client.connection_state() != async_nats::connection::State::Connected {
+            anyhow::bail!(
+                "publishing to {}: not connected to NATS (reconnecting)",
+                event.subject
+            );
+        }
         let mut message = jetstream::message::PublishMessage::build().payload(event.payload.into());
         if !event.message_id.is_empty() {
             message = message.message_id(&event.message_id);

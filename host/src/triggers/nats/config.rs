@@ -11,11 +11,18 @@
 //! retry_delay_ms = 500                       # first retry-later delay; doubles per delivery
 //! dead_letter_subject = "ticketing.dead-letter"   # + ".<component>"
 //! timers_url = "{{ timers_url }}"            # "" = embedded timers; else Redis (the scheduler)
+//! tick_subject = ""                          # "" = no ticks; see below
+//! tick_interval_ms = 2000
 //!
 //! [[trigger.nats]]
 //! component = "orders"
 //! subjects = ["ticketing.ticket.created", "ticketing.ticket.updated"]
 //! ```
+//!
+//! A component that lists `tick_subject` among its `subjects` is called with a message on
+//! that subject (empty JSON object) every `tick_interval_ms`, by every host, instead of
+//! through a durable consumer: the services relay their outboxes on it. The tick is local,
+//! so it runs even while the bus is down.
 //!
 //! Unknown keys are errors (as Spin's own triggers treat theirs); string values may use
 //! `{{ variable }}` templates over application variables.
@@ -47,6 +54,9 @@ pub struct NatsSettings {
     /// Where the scheduler keeps durable timers (a Redis URL); empty: the embedded state
     /// file. Read here because it lives in the same table; used by the timers.
     pub timers_url: String,
+    /// The subject of the periodic tick (empty: none).
+    pub tick_subject: String,
+    pub tick_interval: Duration,
 }
 
 impl Default for NatsSettings {
@@ -61,6 +71,8 @@ impl Default for NatsSettings {
             retry_delay: Duration::from_millis(500),
             dead_letter_subject: "ticketing.dead-letter".to_owned(),
             timers_url: String::new(),
+            tick_subject: String::new(),
+            tick_interval: Duration::from_secs(2),
         }
     }
 }
@@ -80,7 +92,10 @@ pub struct Listener {
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct NatsTriggerConfig {
     pub settings: NatsSettings,
+    /// The durable consumers.
     pub listeners: Vec<Listener>,
+    /// The components that listen on `tick_subject`, sorted.
+    pub tick_listeners: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -95,6 +110,8 @@ struct RawSettings {
     retry_delay_ms: Option<u64>,
     dead_letter_subject: Option<String>,
     timers_url: Option<String>,
+    tick_subject: Option<String>,
+    tick_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,18 +161,25 @@ impl NatsTriggerConfig {
                 listeners.push(listener);
             }
         }
+        let (ticks, listeners): (Vec<Listener>, Vec<Listener>) = listeners
+            .into_iter()
+            .partition(|listener| listener.subject == settings.tick_subject);
+        let mut tick_listeners: Vec<String> = ticks.into_iter().map(|l| l.component).collect();
+        tick_listeners.sort_unstable();
         Ok(NatsTriggerConfig {
             settings,
             listeners,
+            tick_listeners,
         })
     }
 
-    /// The listening components, sorted, without duplicates.
+    /// The listening components (of events or ticks), sorted, without duplicates.
     pub fn components(&self) -> Vec<&str> {
         let mut components: Vec<&str> = self
             .listeners
             .iter()
             .map(|l| l.component.as_str())
+            .chain(self.tick_listeners.iter().map(String::as_str))
             .collect();
         components.sort_unstable();
         components.dedup();
@@ -237,6 +261,21 @@ fn settings(
         None => defaults.timers_url,
     };
 
+    let tick_subject = match &raw.tick_subject {
+        Some(subject) => render("tick_subject", subject)?.trim().to_owned(),
+        None => defaults.tick_subject,
+    };
+    if !tick_subject.is_empty() {
+        subject::check_subject(&tick_subject).context("`tick_subject`")?;
+    }
+    let tick_interval = raw
+        .tick_interval_ms
+        .map(Duration::from_millis)
+        .unwrap_or(defaults.tick_interval);
+    if tick_interval < Duration::from_millis(10) {
+        bail!("`tick_interval_ms` must be at least 10");
+    }
+
     Ok(NatsSettings {
         url,
         stream,
@@ -245,6 +284,8 @@ fn settings(
         retry_delay,
         dead_letter_subject,
         timers_url,
+        tick_subject,
+        tick_interval,
     })
 }
 

@@ -79,6 +79,8 @@ pub struct NatsTrigger {
     settings: NatsSettings,
     run: NatsRunSettings,
     listeners: Vec<Listener>,
+    /// Components called on every tick (see `config`).
+    tick_listeners: Vec<String>,
     handlers: HashMap<String, Handler>,
     runtime: Arc<Runtime>,
     bus: Arc<dyn EventBus>,
@@ -134,6 +136,7 @@ impl NatsTrigger {
             settings: config.settings.clone(),
             run,
             listeners: config.listeners.clone(),
+            tick_listeners: config.tick_listeners.clone(),
             handlers,
             runtime,
             bus,
@@ -190,6 +193,15 @@ impl NatsTrigger {
         let mut tasks = JoinSet::new();
         for (listener, consumer) in consumers {
             tasks.spawn(self.clone().consume(listener, consumer, stopped.clone()));
+        }
+        if !self.tick_listeners.is_empty() {
+            tracing::info!(
+                components = ?self.tick_listeners,
+                subject = %self.settings.tick_subject,
+                interval_ms = self.settings.tick_interval.as_millis() as u64,
+                "ticking"
+            );
+            tasks.spawn(self.clone().tick(stopped.clone()));
         }
         Ok(RunningNatsTrigger {
             stop,
@@ -257,6 +269,39 @@ impl NatsTrigger {
         while running.join_next().await.is_some() {}
     }
 
+    /// Calls every tick listener with a message on `tick_subject`, one after the other,
+    /// every `tick_interval` (the first tick at once). A failed tick is logged; the next
+    /// one is the retry.
+    async fn tick(self: Arc<Self>, mut stopped: watch::Receiver<bool>) {
+        let mut interval = tokio::time::interval(self.settings.tick_interval);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = interval.tick() => {}
+                _ = stopped.wait_for(|stop| *stop) => break,
+            }
+            for component in &self.tick_listeners {
+                let message = Message {
+                    subject: self.settings.tick_subject.clone(),
+                    payload: b"{}".to_vec(),
+                    delivery: 1,
+                };
+                match self.call(component, message).await {
+                    Outcome::Handled => {}
+                    Outcome::RetryLater(reason)
+                    | Outcome::Never(reason)
+                    | Outcome::Failed(reason) => {
+                        tracing::warn!(
+                            component = %component,
+                            subject = %self.settings.tick_subject,
+                            "tick not handled: {reason}; the next tick tries again"
+                        )
+                    }
+                }
+            }
+        }
+    }
+
     /// Runs the component on one delivery and settles it.
     async fn handle(&self, listener: &Listener, delivery: Delivery) {
         metrics::event_delivered(&listener.component, &listener.subject);
@@ -279,9 +324,8 @@ impl NatsTrigger {
             .call_keeping_delivery(listener, &delivery, message)
             .await;
         metrics::event_handled(&listener.component, &listener.subject, started.elapsed());
-        let settled = |settlement| {
-            metrics::event_settled(&listener.component, &listener.subject, settlement)
-        };
+        let settled =
+            |settlement| metrics::event_settled(&listener.component, &listener.subject, settlement);
         let last_try = delivery.delivered >= max_deliver;
         let delivered = delivery.delivered;
         let subject = delivery.subject.clone();
@@ -452,7 +496,11 @@ impl NatsTrigger {
             reason,
             "event dead-lettered"
         );
-        metrics::event_settled(&listener.component, &listener.subject, Settlement::DeadLettered);
+        metrics::event_settled(
+            &listener.component,
+            &listener.subject,
+            Settlement::DeadLettered,
+        );
         match self.bus.publish(event).await {
             Ok(()) => {
                 if let Err(error) = delivery.term().await {
