@@ -99,30 +99,68 @@ fn require_binary(name: &str) {
 pub struct Redis {
     pub port: u16,
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
+    persistent: bool,
 }
 
 impl Redis {
+    /// An in-memory server (no snapshots, no append-only file).
     pub fn start() -> Redis {
-        require_binary("redis-server");
+        Redis::launch(false)
+    }
+
+    /// A server that keeps every write in its append-only file, fsynced before it answers
+    /// (`appendfsync always`), so that it can be killed and restarted without losing any
+    /// acknowledged write: the setting docs/DESIGN.md asks of a deployment.
+    pub fn start_persistent() -> Redis {
+        Redis::launch(true)
+    }
+
+    fn launch(persistent: bool) -> Redis {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let log = dir.path().join("redis.log");
+        let child = Redis::spawn(port, dir.path(), persistent);
+        Redis {
+            port,
+            child,
+            dir,
+            persistent,
+        }
+    }
+
+    fn spawn(port: u16, dir: &Path, persistent: bool) -> Child {
+        require_binary("redis-server");
+        let log = dir.join("redis.log");
+        let persistence: &[&str] = if persistent {
+            &["--appendonly", "yes", "--appendfsync", "always"]
+        } else {
+            &["--appendonly", "no"]
+        };
         let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--logfile"])
+            .args(["--save", ""])
+            .args(persistence)
+            .arg("--logfile")
             .arg(&log)
             .arg("--dir")
-            .arg(dir.path())
+            .arg(dir)
             .stdout(Stdio::null())
             .spawn()
             .expect("start redis-server");
         wait_for_port(port, &mut child, "redis-server", &log);
-        Redis {
-            port,
-            child,
-            _dir: dir,
-        }
+        child
+    }
+
+    /// SIGKILLs the server; it stays down until `restart`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the (killed) server again on the same port and data dir.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Redis::spawn(self.port, self.dir.path(), self.persistent);
     }
 
     pub fn url(&self) -> String {
@@ -161,14 +199,19 @@ pub struct Nats {
 
 impl Nats {
     pub fn start() -> Nats {
-        require_binary("nats-server");
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
-        let log = dir.path().join("nats.log");
+        let child = Nats::spawn(port, dir.path());
+        Nats { port, child, dir }
+    }
+
+    fn spawn(port: u16, dir: &Path) -> Child {
+        require_binary("nats-server");
+        let log = dir.join("nats.log");
         let mut child = Command::new("nats-server")
             .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string()])
             .arg("-sd")
-            .arg(dir.path().join("jetstream"))
+            .arg(dir.join("jetstream"))
             .args(["--server_name", "test", "-l"])
             .arg(&log)
             .stdout(Stdio::null())
@@ -176,7 +219,19 @@ impl Nats {
             .spawn()
             .expect("start nats-server");
         wait_for_port(port, &mut child, "nats-server", &log);
-        Nats { port, child, dir }
+        child
+    }
+
+    /// SIGKILLs the server; it stays down until `restart`.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the (killed) server again on the same port and JetStream store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.child = Nats::spawn(self.port, self.dir.path());
     }
 
     pub fn url(&self) -> String {
@@ -510,6 +565,17 @@ impl Client {
         )
     }
 
+    /// `post`, but a request that gets no answer at all (connection refused or cut, as when
+    /// the server dies) is an `Err` instead of a panic.
+    pub fn try_post(&mut self, path: &str, body: Value) -> Result<Reply, String> {
+        self.try_send(
+            "POST",
+            path,
+            Some(body.to_string()),
+            Some("application/json"),
+        )
+    }
+
     /// Any method, raw body and content type.
     pub fn send(
         &mut self,
@@ -518,6 +584,18 @@ impl Client {
         body: Option<String>,
         content_type: Option<&str>,
     ) -> Reply {
+        self.try_send(method, path, body, content_type)
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+    }
+
+    /// `send`, with a request that got no answer as an `Err`.
+    pub fn try_send(
+        &mut self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        content_type: Option<&str>,
+    ) -> Result<Reply, String> {
         let agent = ureq::AgentBuilder::new()
             .timeout(Duration::from_secs(60))
             .build();
@@ -538,7 +616,7 @@ impl Client {
         let resp = match result {
             Ok(r) => r,
             Err(ureq::Error::Status(_, r)) => r,
-            Err(e) => panic!("{method} {path}: {e}"),
+            Err(e) => return Err(e.to_string()),
         };
         let status = resp.status();
         let headers = resp
@@ -561,7 +639,7 @@ impl Client {
             let pair = set.split(';').next().unwrap().to_string();
             self.cookie = if pair == "session=" { None } else { Some(pair) };
         }
-        reply
+        Ok(reply)
     }
 
     /// Signs up a fresh user (unique email) and keeps its session; returns the user JSON.
