@@ -17,9 +17,8 @@ if ! command -v wasmtime >/dev/null 2>&1 && [ "${BENCH_SKIP_WASMTIME_INSTALL:-0}
 fi
 
 rustup target add wasm32-wasip2 >/dev/null 2>&1 || true
-for crate in ticketing-hello ticketing-auth ticketing-tickets ticketing-orders \
-             ticketing-expiration ticketing-payments ticketing-web; do
-    cargo build --target wasm32-wasip2 --release -p "$crate"
-done
-cargo build --release -p ticketing-host -p ticketing-bench
+cargo build --release --locked -p ticketing-host -p ticketing-bench
+# The app's components, as spin.toml builds them, and the bench's own `hello`.
+target/release/ticketing build --from spin.toml
+cargo build --target wasm32-wasip2 --release --locked -p ticketing-hello
 exec target/release/ticketing-bench "$@"

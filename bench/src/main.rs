@@ -10,6 +10,7 @@
 //! See BENCHMARKS.md for the figures and what limits each one.
 
 mod load;
+mod metrics_cost;
 mod micro;
 mod native;
 mod procs;
@@ -76,8 +77,8 @@ struct Args {
     /// Crash-recovery samples per platform (SIGKILL right after an order, restart).
     #[arg(long, default_value_t = 5)]
     crashes: usize,
-    /// Skip parts: hello, wasmtime, spin, tickets, redis, purchase, recovery, timers,
-    /// instantiation.
+    /// Skip parts: hello, wasmtime, spin, tickets, metrics, redis, purchase, recovery,
+    /// timers, instantiation.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts (same names as --skip).
@@ -144,6 +145,11 @@ struct Ctx {
     args: Args,
     root: PathBuf,
     dir: tempfile::TempDir,
+    /// The app's spin.toml as it was when the bench started (a copy in `dir`): edits made
+    /// while the bench runs do not change what it serves.
+    app: PathBuf,
+    /// `app` plus `hello`, as every host of the bench serves it.
+    manifest: PathBuf,
     report: Report,
 }
 
@@ -155,14 +161,6 @@ impl Ctx {
             duration: Duration::from_secs_f64(self.args.duration),
             expect,
         }
-    }
-
-    /// The app's spin.toml.
-    fn app(&self) -> PathBuf {
-        self.args
-            .app
-            .clone()
-            .unwrap_or_else(|| self.root.join("spin.toml"))
     }
 
     /// Whether `part` runs: not in --skip, and in --only when that is given.
@@ -213,15 +211,16 @@ impl Ctx {
             .host_bin
             .clone()
             .unwrap_or_else(|| self.root.join("target/release/ticketing"));
-        let manifest = bench_manifest(&self.root, &self.app(), self.dir.path())?;
+        let manifest = &self.manifest;
         procs::host(
             self.dir.path(),
             HostSpec {
                 binary: &binary,
-                manifest: &manifest,
+                manifest,
                 redis_url,
                 vars,
                 state_dir,
+                admin_listen: None,
             },
         )
     }
@@ -407,7 +406,7 @@ async fn spin_peer(ctx: &mut Ctx) -> Option<SpinSide> {
     let peer = match spin::start(
         &binary,
         &ctx.root,
-        &ctx.app(),
+        &ctx.app,
         ctx.dir.path(),
         procs::JWT_SECRET,
     ) {
@@ -517,6 +516,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
         root.join("bench/report.json")
     };
     let json_path = args.json.clone().unwrap_or(default_json);
+    let dir = tempfile::Builder::new()
+        .prefix("ticketing-bench")
+        .tempdir()?;
+    let app = dir.path().join("app.toml");
+    let app_source = args.app.clone().unwrap_or_else(|| root.join("spin.toml"));
+    std::fs::copy(&app_source, &app)
+        .with_context(|| format!("copying {}", app_source.display()))?;
+    let manifest = bench_manifest(&root, &app, dir.path())?;
     let mut ctx = Ctx {
         report: Report {
             command: std::env::args().collect::<Vec<_>>().join(" "),
@@ -530,9 +537,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         },
         args,
         root: root.clone(),
-        dir: tempfile::Builder::new()
-            .prefix("ticketing-bench")
-            .tempdir()?,
+        dir,
+        app,
+        manifest,
     };
     for c in components {
         let bytes = std::fs::metadata(wasm_dir.join(format!("ticketing_{c}.wasm")))?.len();
@@ -556,6 +563,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         if ctx.wanted("tickets") {
             tickets_vs_native(&mut ctx, host, hello, spin.as_ref()).await?;
         }
+    }
+
+    // 2a. What recording metrics costs: hello and ticket reads with and without.
+    if !ctx.wanted("metrics") {
+        ctx.report
+            .not_measured
+            .push("metrics on / off: skipped".into());
+    } else {
+        let manifest = ctx.manifest.clone();
+        metrics_cost::metrics_on_off(&mut ctx, &manifest).await?;
     }
 
     // 2b. Tickets on the production setup: Redis store and timers, NATS JetStream bus.
