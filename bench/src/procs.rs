@@ -183,6 +183,8 @@ pub struct HostSpec<'a> {
     /// The host's state directory, to start a host on an earlier one's data [default: a new
     /// one].
     pub state_dir: Option<&'a Path>,
+    /// `--admin-listen`: the admin routes, and metrics recorded [default: none].
+    pub admin_listen: Option<SocketAddr>,
 }
 
 pub const JWT_SECRET: &str = "bench-secret";
@@ -208,6 +210,9 @@ pub fn host(dir: &Path, spec: HostSpec<'_>) -> anyhow::Result<Service> {
         .env_remove("RUNTIME_CONFIG_FILE");
     for (name, value) in &spec.vars {
         cmd.env(format!("SPIN_VARIABLE_{}", name.to_uppercase()), value);
+    }
+    if let Some(admin) = spec.admin_listen {
+        cmd.arg("--admin-listen").arg(admin.to_string());
     }
     if let Some(url) = &spec.redis_url {
         let rc = state.join("runtime-config.toml");
