@@ -461,7 +461,6 @@ impl NatsTrigger {
             Ok(Ok(Err(listener::Error::RetryLater(reason)))) => Outcome::RetryLater(reason),
             Ok(Ok(Err(listener::Error::Never(reason)))) => Outcome::Never(reason),
             Ok(Err(error)) => {
-                let error = anyhow::Error::from(error);
                 if error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
                     Outcome::Failed(format!("deadline of {timeout:?} exceeded"))
                 } else {
