@@ -6,7 +6,7 @@
 //! stream = "TICKETING"
 //! stream_subjects = ["ticketing.>"]
 //! stream_max_age_seconds = 604800            # how long JetStream keeps events; 0 = forever
-//! max_deliver = 5                            # deliveries per event, the first included
+//! max_deliver = 10                           # deliveries per event, the first included
 //! ack_wait_seconds = 5                       # redelivery after a host dies mid-event
 //! retry_delay_ms = 500                       # first retry-later delay; doubles per delivery
 //! dead_letter_subject = "ticketing.dead-letter"   # + ".<component>"
@@ -64,7 +64,12 @@ impl Default for NatsSettings {
         NatsSettings {
             url: String::new(),
             stream: StreamConfig::default(),
-            max_deliver: 5,
+            // With retry_delay doubling up to a minute, 10 deliveries give an event that
+            // arrived before the one it follows about 3 minutes to be applied: events of
+            // different subjects travel through different consumers, so on a loaded host
+            // one may lag the other by seconds. (5 gave 7.5 s, and the later event was
+            // dead-lettered.)
+            max_deliver: 10,
             // Short, so that a crashed host's in-flight events come back within seconds;
             // a longer handler keeps its delivery with in-progress acknowledgements.
             ack_wait: Duration::from_secs(5),
@@ -398,12 +403,43 @@ mod tests {
     fn no_tables_means_defaults_and_no_listeners() {
         let config = load("", &[]).unwrap();
         assert_eq!(config, NatsTriggerConfig::default());
-        assert_eq!(config.settings.max_deliver, 5);
+        assert_eq!(config.settings.max_deliver, 10);
         assert_eq!(config.settings.stream.subjects, ["ticketing.>"]);
         assert_eq!(
             config.settings.stream.max_age,
             Duration::from_secs(7 * 24 * 3600)
         );
+    }
+
+    #[test]
+    fn components_listing_the_tick_subject_get_ticks_not_a_consumer() {
+        let config = load(
+            r#"
+            [application.trigger.nats]
+            tick_subject = "{{ prefix }}.outbox.relay"
+            tick_interval_ms = 500
+            [[trigger.nats]]
+            component = "orders"
+            subjects = ["ticketing.ticket.created", "ticketing.outbox.relay"]
+            [[trigger.nats]]
+            component = "tickets"
+            subjects = ["ticketing.order.created"]
+            "#,
+            &[("prefix", "ticketing")],
+        )
+        .unwrap();
+        assert_eq!(config.settings.tick_subject, "ticketing.outbox.relay");
+        assert_eq!(config.settings.tick_interval, Duration::from_millis(500));
+        assert_eq!(config.tick_listeners, ["orders"]);
+        let subjects: Vec<&str> = config.listeners.iter().map(|l| l.subject.as_str()).collect();
+        assert_eq!(subjects, ["ticketing.ticket.created", "ticketing.order.created"]);
+        assert_eq!(config.components(), ["orders", "tickets"]);
+        // Without a tick subject nothing ticks, and no subject is one.
+        let config = load("", &[]).unwrap();
+        assert_eq!(config.settings.tick_subject, "");
+        assert!(config.tick_listeners.is_empty());
+        let too_fast = "[application.trigger.nats]\ntick_interval_ms = 1";
+        assert!(load(too_fast, &[]).is_err());
     }
 
     #[test]
