@@ -364,6 +364,11 @@ impl Store {
         })();
         match outcome {
             Ok((result, outbox)) => {
+                // An entry opened by an attempt that lost, when the last one wrote no events
+                // (or nothing at all), names no write.
+                if entry.is_some_and(|n| !outbox.iter().any(|pending| pending.entry == n)) {
+                    self.abandon_journal_entry(entry);
+                }
                 self.announce(&outbox);
                 Ok(result)
             }

@@ -51,7 +51,7 @@ const JOURNAL: &str = "outbox";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Pending {
     #[serde(rename = "n")]
-    entry: i64,
+    pub(super) entry: i64,
     #[serde(flatten)]
     event: Outgoing,
 }
