@@ -43,7 +43,9 @@ fn main() {
     let out = PathBuf::from(std::env::var("OUT_DIR").unwrap()).join("assets.rs");
     std::fs::write(
         out,
-        format!("pub const STAMP: &str = {stamp:?};\npub static ASSETS: &[Asset] = &[\n{table}];\n"),
+        format!(
+            "pub const STAMP: &str = {stamp:?};\npub static ASSETS: &[Asset] = &[\n{table}];\n"
+        ),
     )
     .unwrap();
 }

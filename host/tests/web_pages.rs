@@ -46,7 +46,10 @@ fn pages_assets_and_api_404s() {
     ] {
         let page = get(&host, path, &[]);
         assert_eq!(page.status(), 200, "{path}");
-        assert_eq!(page.header("content-type"), Some("text/html; charset=utf-8"));
+        assert_eq!(
+            page.header("content-type"),
+            Some("text/html; charset=utf-8")
+        );
         assert_eq!(page.header("cache-control"), Some("no-cache"), "{path}");
         let csp = page.header("content-security-policy").unwrap().to_owned();
         assert!(csp.contains("default-src 'none'"), "{csp}");
@@ -54,7 +57,10 @@ fn pages_assets_and_api_404s() {
         assert!(!csp.contains("stripe"), "no Stripe without a key: {csp}");
         assert!(!csp.contains("unsafe-inline"), "{csp}");
         let html = page.into_string().unwrap();
-        assert!(html.contains("<script type=\"module\" src=\"/assets/"), "{html}");
+        assert!(
+            html.contains("<script type=\"module\" src=\"/assets/"),
+            "{html}"
+        );
         assert!(!html.contains("<script>"), "no inline script: {html}");
         assert!(!html.contains("stripe-publishable-key"));
     }

@@ -180,7 +180,10 @@ async fn malformed_unknown_and_oversized_requests_get_their_errors() {
     }
     let home = app.get("/", None).await;
     assert_eq!(home.status, 200, "{home}");
-    assert_eq!(home.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(
+        home.header("content-type"),
+        Some("text/html; charset=utf-8")
+    );
     let html = String::from_utf8(home.body.clone()).unwrap();
     let css = html
         .split('"')

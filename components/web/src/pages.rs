@@ -108,7 +108,10 @@ fn html(status: u16, page: Page, stripe_key: Option<&str>) -> Response {
         .status(status)
         .header("content-type", "text/html; charset=utf-8")
         .header("cache-control", "no-cache")
-        .header("content-security-policy", content_security_policy(stripe_key))
+        .header(
+            "content-security-policy",
+            content_security_policy(stripe_key),
+        )
         .header("x-content-type-options", "nosniff")
         .header("referrer-policy", "same-origin")
         .body(shell(page, stripe_key))
@@ -186,7 +189,11 @@ fn shell(page: Page, stripe_key: Option<&str>) -> String {
         app = assets::url("app.js"),
         page = page.as_str(),
         // app.js clears it once it has rendered the page.
-        busy = if page == Page::NotFound { "" } else { " aria-busy=\"true\"" },
+        busy = if page == Page::NotFound {
+            ""
+        } else {
+            " aria-busy=\"true\""
+        },
     )
 }
 
@@ -213,7 +220,13 @@ mod tests {
         assert!(!without.contains("stripe"), "{without}");
         assert!(without.contains("frame-src 'none'"));
         let with = content_security_policy(Some("pk_test_123"));
-        assert!(with.contains("script-src 'self' https://js.stripe.com"), "{with}");
-        assert!(with.contains("connect-src 'self' https://api.stripe.com"), "{with}");
+        assert!(
+            with.contains("script-src 'self' https://js.stripe.com"),
+            "{with}"
+        );
+        assert!(
+            with.contains("connect-src 'self' https://api.stripe.com"),
+            "{with}"
+        );
     }
 }
