@@ -169,10 +169,16 @@ impl Store {
             writes: Vec::new(),
             outbox: outbox.clone(),
         };
-        if let Err(error) = encode(&written).and_then(|bytes| write(&bytes)) {
-            self.abandon_journal_entry(Some(entry));
-            return Err(error);
-        }
+        let bytes = match encode(&written) {
+            Ok(bytes) => bytes,
+            Err(error) => {
+                self.abandon_journal_entry(Some(entry));
+                return Err(error);
+            }
+        };
+        // A failed write may still have landed (a reply lost on the way back): its entry
+        // stays for the relay, which looks.
+        write(&bytes)?;
         self.announce(&outbox);
         Ok(())
     }
@@ -317,8 +323,10 @@ impl Store {
         key: &str,
         mut next: impl FnMut(&[u8]) -> Result<(Option<Write>, R), ApiError>,
     ) -> Result<R, ApiError> {
-        // This write's journal entry, opened once for all its attempts.
+        // This write's journal entry, opened once for all its attempts, and whether a swap
+        // carrying it was tried (then only the relay may tell whether it landed).
         let mut entry = None;
+        let mut swapped = false;
         let outcome = (|| {
             for attempt in 1..=MAX_CAS_ATTEMPTS {
                 let cas = self.begin_cas(key)?;
@@ -342,6 +350,7 @@ impl Store {
                     outbox,
                 };
                 let bytes = encode(&written)?;
+                swapped |= entry.is_some();
                 let landed = match atomics::swap(cas, &bytes) {
                     Ok(()) => true,
                     // A failed store call may still have written: look before reporting it.
@@ -373,7 +382,9 @@ impl Store {
                 Ok(result)
             }
             Err(error) => {
-                self.abandon_journal_entry(entry);
+                if !swapped {
+                    self.abandon_journal_entry(entry);
+                }
                 Err(error)
             }
         }
