@@ -106,7 +106,7 @@ pub struct BuildArgs {
 pub fn main() -> anyhow::Result<()> {
     quiet_error_backtraces();
     let cli = Cli::parse();
-    init_logging();
+    let _traces = init_logging("ticketing")?;
     match cli.command {
         Command::Build(args) => {
             let manifest = Manifest::load(&args.manifest.path)?;
@@ -142,15 +142,31 @@ pub(crate) fn quiet_error_backtraces() {
     }
 }
 
-/// `RUST_LOG` if set, else `info`.
-pub(crate) fn init_logging() {
+/// Logs to stderr at `RUST_LOG` if set, else `info`; with `OTEL_EXPORTER_OTLP_ENDPOINT` also
+/// exports spans (see [`crate::observability::traces`]) as `service` until the returned
+/// guard is dropped.
+pub(crate) fn init_logging(
+    service: &str,
+) -> anyhow::Result<Option<crate::observability::traces::TracesGuard>> {
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let registry = tracing_subscriber::registry().with(filter).with(log);
+    match crate::observability::traces::otlp_layer(service)? {
+        Some((traces, guard)) => {
+            registry.with(traces).init();
+            Ok(Some(guard))
+        }
+        None => {
+            registry.init();
+            Ok(None)
+        }
+    }
 }
 
 fn parse_seconds(text: &str) -> Result<Duration, String> {

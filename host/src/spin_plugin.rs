@@ -168,7 +168,7 @@ pub fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    crate::cli::init_logging();
+    let _traces = crate::cli::init_logging(PLUGIN_NAME)?;
     for group in &ignored {
         tracing::warn!(
             "ignoring `{}`: not an option of {PLUGIN_NAME} (another trigger's, or a newer \

@@ -109,7 +109,8 @@ impl mqtt::HostConnection for MqttCtx {
             payload,
         };
         let subject = event.subject.clone();
-        match self.bus.publish(event).await {
+        let traceparent = crate::observability::traces::current_traceparent();
+        match self.bus.publish_traced(event, traceparent.as_deref()).await {
             Ok(()) => Ok(Ok(())),
             Err(error) => {
                 tracing::warn!(

@@ -47,6 +47,13 @@ pub trait EventBus: Send + Sync {
     /// returns `Ok`.
     async fn publish(&self, event: Event) -> anyhow::Result<()>;
 
+    /// `publish`, with the W3C `traceparent` of the span publishing it, for the consumer's
+    /// span to continue the trace. Only JetStream carries it (a message header); the
+    /// embedded queue drops it.
+    async fn publish_traced(&self, event: Event, _traceparent: Option<&str>) -> anyhow::Result<()> {
+        self.publish(event).await
+    }
+
     /// Whether an event on `subject` would be stored, i.e. the stream captures it; checked
     /// before accepting work that publishes later (a timer), so that it fails at once.
     fn captures(&self, _subject: &str) -> bool {
@@ -130,6 +137,8 @@ pub struct Delivery {
     /// The event's position in the stream: unique per stored event, the same for every
     /// delivery of it (used to derive ids such as the dead-letter message id).
     pub sequence: u64,
+    /// The W3C `traceparent` the event was published with, if its bus carries one.
+    pub traceparent: Option<String>,
     acker: Box<dyn Acker>,
 }
 
@@ -156,8 +165,15 @@ impl Delivery {
             payload,
             delivered,
             sequence,
+            traceparent: None,
             acker,
         }
+    }
+
+    /// The delivery, with the trace context its event was published with.
+    pub fn with_traceparent(mut self, traceparent: Option<String>) -> Delivery {
+        self.traceparent = traceparent;
+        self
     }
 
     /// Done: never deliver it again.

@@ -23,6 +23,9 @@ use super::{
 /// idle.
 const PULL_BATCH: usize = 4;
 
+/// The message header carrying an event's W3C trace context.
+const TRACEPARENT: &str = "traceparent";
+
 /// How long connecting to the server may take at start-up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -99,6 +102,10 @@ impl NatsEventBus {
 #[async_trait]
 impl EventBus for NatsEventBus {
     async fn publish(&self, event: Event) -> anyhow::Result<()> {
+        self.publish_traced(event, None).await
+    }
+
+    async fn publish_traced(&self, event: Event, traceparent: Option<&str>) -> anyhow::Result<()> {
         subject::check_subject(&event.subject)?;
         // While the server is away the client would queue the message and wait for the
         // stream's acknowledgement until the JetStream timeout: fail now instead. A guest's
@@ -112,6 +119,9 @@ impl EventBus for NatsEventBus {
         let mut message = jetstream::message::PublishMessage::build().payload(event.payload.into());
         if !event.message_id.is_empty() {
             message = message.message_id(&event.message_id);
+        }
+        if let Some(traceparent) = traceparent {
+            message = message.header(TRACEPARENT, traceparent);
         }
         let subject = event.subject;
         // The first await sends; the second waits for the stream's PubAck (stored, or
@@ -199,13 +209,19 @@ impl Consumer for NatsConsumer {
                     let info = message.info().map_err(anyhow::Error::from_boxed)?;
                     let delivered = u32::try_from(info.delivered).unwrap_or(u32::MAX);
                     let sequence = info.stream_sequence;
+                    let traceparent = message
+                        .headers
+                        .as_ref()
+                        .and_then(|headers| headers.get(TRACEPARENT))
+                        .map(|value| value.as_str().to_owned());
                     return Ok(Delivery::new(
                         message.subject.to_string(),
                         message.payload.to_vec(),
                         delivered,
                         sequence,
                         Box::new(NatsAcker(message)),
-                    ));
+                    )
+                    .with_traceparent(traceparent));
                 }
                 Some(Err(error)) => {
                     return Err(error).context("receiving from JetStream");

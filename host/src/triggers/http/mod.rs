@@ -33,6 +33,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
+use tracing::Instrument as _;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpView as _;
@@ -43,6 +44,7 @@ pub use self::router::Router;
 use crate::engine::{HostState, LoadedComponent, Runtime};
 use crate::manifest;
 use crate::observability::metrics::{self, GuestOutcome, Trigger};
+use crate::observability::traces;
 
 /// Limits of the HTTP trigger.
 #[derive(Debug, Clone)]
@@ -193,7 +195,18 @@ impl HttpTrigger {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_owned();
-        let (response, component, route) = self.dispatch(request, client, started).await;
+        let span = request_span(&request);
+        let (response, component, route) = self
+            .dispatch(request, client, started)
+            .instrument(span.clone())
+            .await;
+        if !span.is_none() {
+            let route = route.unwrap_or("-");
+            span.record("otel.name", format!("{method} {route}"));
+            span.record("http.route", route);
+            span.record("component", component.unwrap_or("-"));
+            span.record("http.response.status_code", response.status().as_u16());
+        }
         metrics::http_request(
             component.unwrap_or("-"),
             route.unwrap_or("-"),
@@ -287,27 +300,30 @@ impl HttpTrigger {
 
         let proxy = handler.proxy.clone();
         let mut run_outcome = metrics::GuestRun::new(&handler.component.id, Trigger::Http);
-        let guest = tokio::spawn(async move {
-            let _slot = slot;
-            let run = async {
-                let instance = proxy.instantiate_async(&mut store).await?;
-                instance
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, incoming, outparam)
-                    .await
-            };
-            let result = match tokio::time::timeout_at(tokio_deadline, run).await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(error)) => Err(GuestFailure::Error(error.into())),
-                Err(_) => Err(GuestFailure::TimedOut),
-            };
-            run_outcome.ended(match &result {
-                Ok(()) => GuestOutcome::Ok,
-                Err(GuestFailure::TimedOut) => GuestOutcome::Timeout,
-                Err(GuestFailure::Error(error)) => GuestOutcome::of_error(error),
-            });
-            result
-        });
+        let guest = tokio::spawn(
+            async move {
+                let _slot = slot;
+                let run = async {
+                    let instance = proxy.instantiate_async(&mut store).await?;
+                    instance
+                        .wasi_http_incoming_handler()
+                        .call_handle(&mut store, incoming, outparam)
+                        .await
+                };
+                let result = match tokio::time::timeout_at(tokio_deadline, run).await {
+                    Ok(Ok(())) => Ok(()),
+                    Ok(Err(error)) => Err(GuestFailure::Error(error.into())),
+                    Err(_) => Err(GuestFailure::TimedOut),
+                };
+                run_outcome.ended(match &result {
+                    Ok(()) => GuestOutcome::Ok,
+                    Err(GuestFailure::TimedOut) => GuestOutcome::Timeout,
+                    Err(GuestFailure::Error(error)) => GuestOutcome::of_error(error),
+                });
+                result
+            }
+            .in_current_span(),
+        );
 
         let response = match tokio::time::timeout_at(tokio_deadline, response_rx).await {
             // The guest set its response (the body may still be streaming from its task).
@@ -367,6 +383,27 @@ impl HttpTrigger {
         };
         (response, Some(id), Some(raw_route))
     }
+}
+
+/// The span of one request, continuing the caller's trace (`traceparent`), if traces are
+/// exported; else none.
+fn request_span<B>(request: &Request<B>) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "HTTP request",
+        otel.name = %request.method(),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        url.path = %request.uri().path(),
+        http.route = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+        component = tracing::field::Empty,
+    );
+    let traceparent = request.headers().get("traceparent");
+    traces::set_parent(&span, traceparent.and_then(|v| v.to_str().ok()));
+    span
 }
 
 fn content_length<B>(request: &Request<B>) -> Option<u64> {

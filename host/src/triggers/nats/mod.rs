@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument as _;
 
 use self::bindings::exports::ticketing::platform::listener::{self, Message};
 use self::bindings::EventListenerPre;
@@ -35,6 +36,7 @@ pub use self::config::{Listener, NatsSettings, NatsTriggerConfig};
 use crate::backends::event_bus::{Consumer, ConsumerOptions, Delivery, Event, EventBus};
 use crate::engine::{HostState, LoadedComponent, Runtime};
 use crate::observability::metrics::{self, GuestOutcome, Settlement, Trigger};
+use crate::observability::traces;
 
 /// Rust bindings of the `event-listener` world (the export side), generated from `wit/`.
 pub mod bindings {
@@ -236,10 +238,14 @@ impl NatsTrigger {
                     retry_after = CONSUMER_RETRY_MIN;
                     let this = self.clone();
                     let listener = listener.clone();
-                    running.spawn(async move {
-                        this.handle(&listener, delivery).await;
-                        drop(slot);
-                    });
+                    let span = delivery_span(&listener, &delivery);
+                    running.spawn(
+                        async move {
+                            this.handle(&listener, delivery).await;
+                            drop(slot);
+                        }
+                        .instrument(span),
+                    );
                 }
                 Err(error) => {
                     tracing::warn!(
@@ -500,7 +506,11 @@ impl NatsTrigger {
             &listener.subject,
             Settlement::DeadLettered,
         );
-        match self.bus.publish(event).await {
+        match self
+            .bus
+            .publish_traced(event, delivery.traceparent.as_deref())
+            .await
+        {
             Ok(()) => {
                 if let Err(error) = delivery.term().await {
                     tracing::warn!(
@@ -522,6 +532,24 @@ impl NatsTrigger {
             }
         }
     }
+}
+
+/// The span of one delivery, continuing the trace the event was published in (none unless
+/// traces are exported).
+fn delivery_span(listener: &Listener, delivery: &Delivery) -> tracing::Span {
+    if !traces::enabled() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "event delivery",
+        otel.name = %format!("{} {}", delivery.subject, listener.component),
+        otel.kind = "consumer",
+        component = %listener.component,
+        messaging.destination.name = %delivery.subject,
+        messaging.delivery = delivery.delivered,
+    );
+    traces::set_parent(&span, delivery.traceparent.as_deref());
+    span
 }
 
 fn retry_delay(base: Duration, delivered: u32) -> Duration {
