@@ -26,6 +26,34 @@ use crate::up::{up, UpOptions};
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+
+    /// Log lines as text, or as one JSON object per line (for a log collector).
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        value_name = "FORMAT",
+        default_value = "text",
+        env = "TICKETING_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written (stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl LogFormat {
+    /// `TICKETING_LOG_FORMAT`, for the `trigger-nats` plugin (whose options are Spin's).
+    pub(crate) fn from_env() -> LogFormat {
+        match std::env::var("TICKETING_LOG_FORMAT").as_deref() {
+            Ok("json") => LogFormat::Json,
+            _ => LogFormat::Text,
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -106,7 +134,7 @@ pub struct BuildArgs {
 pub fn main() -> anyhow::Result<()> {
     quiet_error_backtraces();
     let cli = Cli::parse();
-    let _traces = init_logging("ticketing")?;
+    let _traces = init_logging("ticketing", cli.log_format)?;
     match cli.command {
         Command::Build(args) => {
             let manifest = Manifest::load(&args.manifest.path)?;
@@ -147,15 +175,21 @@ pub(crate) fn quiet_error_backtraces() {
 /// guard is dropped.
 pub(crate) fn init_logging(
     service: &str,
+    format: LogFormat,
 ) -> anyhow::Result<Option<crate::observability::traces::TracesGuard>> {
     use tracing_subscriber::layer::SubscriberExt as _;
     use tracing_subscriber::util::SubscriberInitExt as _;
+    use tracing_subscriber::Layer as _;
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let log = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let log = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let log = match format {
+        LogFormat::Text => log
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .boxed(),
+        LogFormat::Json => log.json().with_current_span(false).boxed(),
+    };
     let registry = tracing_subscriber::registry().with(filter).with(log);
     match crate::observability::traces::otlp_layer(service)? {
         Some((traces, guard)) => {
@@ -232,6 +266,7 @@ mod tests {
         assert!(!up.build);
         assert_eq!(up.triggers, Triggers::All);
         assert_eq!(up.admin_listen, None);
+        assert_eq!(cli.log_format, LogFormat::Text);
 
         let cli = Cli::try_parse_from([
             "ticketing",

@@ -168,7 +168,7 @@ pub fn main() -> anyhow::Result<()> {
         return Ok(());
     }
 
-    let _traces = crate::cli::init_logging(PLUGIN_NAME)?;
+    let _traces = crate::cli::init_logging(PLUGIN_NAME, crate::cli::LogFormat::from_env())?;
     for group in &ignored {
         tracing::warn!(
             "ignoring `{}`: not an option of {PLUGIN_NAME} (another trigger's, or a newer \

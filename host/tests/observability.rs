@@ -335,3 +335,35 @@ fn a_purchase_is_counted_in_the_metrics() {
     );
     assert_eq!(value(build[0]), 1.0);
 }
+
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let host = HostConfig::app(Backend::Embedded)
+        .arg("--log-format")
+        .arg("json")
+        .start();
+    assert_eq!(host.client().get("/api/tickets").status, 200);
+    let access = eventually("the request's access log line", || {
+        let lines: Vec<Value> = host
+            .log()
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+            .collect();
+        lines
+            .into_iter()
+            .find(|line| line["target"] == "ticketing::access")
+    });
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["fields"]["method"], "GET");
+    assert_eq!(access["fields"]["path"], "/api/tickets");
+    assert_eq!(access["fields"]["status"], 200);
+    assert_eq!(access["fields"]["component"], "tickets");
+    // Every line the host itself logged is JSON (component output is the components' own).
+    let host_lines = host.log();
+    let text_lines: Vec<&str> = host_lines
+        .lines()
+        .filter(|line| line.contains(" INFO ") || line.contains(" WARN "))
+        .collect();
+    assert!(text_lines.is_empty(), "text log lines: {text_lines:?}");
+}
