@@ -401,7 +401,7 @@ impl Store {
     }
 
     fn begin_cas(&self, key: &str) -> Result<Cas, ApiError> {
-        Ok(Cas::new(&self.bucket, key).map_err(|e| store_error(format!("watching {key}"), e))?)
+        Cas::new(&self.bucket, key).map_err(|e| store_error(format!("watching {key}"), e))
     }
 
     fn namespaced(&self, key: &str) -> String {
@@ -461,9 +461,8 @@ fn store_error(context: String, error: store::Error) -> ApiError {
 }
 
 fn current_value(cas: &Cas, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
-    Ok(cas
-        .current()
-        .map_err(|e| store_error(format!("reading {key}"), e))?)
+    cas.current()
+        .map_err(|e| store_error(format!("reading {key}"), e))
 }
 
 /// How many write tokens a value keeps: the writes it was built on, newest first. A writer

@@ -431,8 +431,15 @@ mod tests {
         assert_eq!(config.settings.tick_subject, "ticketing.outbox.relay");
         assert_eq!(config.settings.tick_interval, Duration::from_millis(500));
         assert_eq!(config.tick_listeners, ["orders"]);
-        let subjects: Vec<&str> = config.listeners.iter().map(|l| l.subject.as_str()).collect();
-        assert_eq!(subjects, ["ticketing.ticket.created", "ticketing.order.created"]);
+        let subjects: Vec<&str> = config
+            .listeners
+            .iter()
+            .map(|l| l.subject.as_str())
+            .collect();
+        assert_eq!(
+            subjects,
+            ["ticketing.ticket.created", "ticketing.order.created"]
+        );
         assert_eq!(config.components(), ["orders", "tickets"]);
         // Without a tick subject nothing ticks, and no subject is one.
         let config = load("", &[]).unwrap();
