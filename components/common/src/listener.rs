@@ -15,7 +15,7 @@
 use crate::{
     errors::ApiError,
     events::{self, Event},
-    store::Relayed,
+    store::Store,
 };
 
 /// The generated bindings of `ticketing:platform/event-scheduler`.
@@ -59,9 +59,10 @@ impl From<ListenerError> for DeliveryError {
     }
 }
 
-/// The outcome of an outbox relay run (see `store`), logged when it had something to do.
-pub fn relayed(outcome: Result<Relayed, ApiError>) -> Result<(), ApiError> {
-    let relayed = outcome?;
+/// The handler of the outbox relay tick (`events::OUTBOX_RELAY`): publishes what writers
+/// left in `store`'s outbox (see `Store::relay_outbox`), logged when there was any.
+pub fn relay_outbox(store: &Store) -> Result<(), ListenerError> {
+    let relayed = store.relay_outbox()?;
     if relayed.published > 0 || relayed.abandoned > 0 {
         eprintln!(
             "outbox relay: published the events of {} writes, dropped {} writes that never \

@@ -21,7 +21,7 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
         TicketUpdated::NAME => ticket_updated(&store, decode(payload)?),
         ExpirationComplete::NAME => expiration_complete(&store, decode(payload)?),
         PaymentCreated::NAME => payment_created(&store, decode(payload)?),
-        events::OUTBOX_RELAY => Ok(listener::relayed(Orders::new(&store).relay_outbox())?),
+        events::OUTBOX_RELAY => listener::relay_outbox(&store),
         other => Err(unknown_event(other)),
     }
 }

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use ticketing_common::{
     events::{self, OrderCancelled, OrderCreated, OrderStatus, OrderedTicket, Outgoing, TicketRef},
     ids::is_valid_id,
-    store::{Relayed, Store, Updated},
+    store::{Store, Updated},
     ApiError,
 };
 
@@ -248,11 +248,6 @@ impl<'a> Orders<'a> {
         }
         self.store
             .update_if_announcing(&order_key(id), change, events)
-    }
-
-    /// Publishes the events of writes whose writers did not (see `Store::relay_outbox`).
-    pub fn relay_outbox(&self) -> Result<Relayed, ApiError> {
-        self.store.relay_outbox()
     }
 }
 

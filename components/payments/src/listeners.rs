@@ -8,7 +8,6 @@ use ticketing_common::{
 
 use crate::{
     order::{self, OrderCopy},
-    payment::Payments,
     STORE_LABEL,
 };
 
@@ -25,7 +24,7 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
             orders.apply(&cancelled.id, cancelled.version, OrderCopy::cancelled)?;
             Ok(())
         }
-        events::OUTBOX_RELAY => Ok(listener::relayed(Payments::new(&store).relay_outbox())?),
+        events::OUTBOX_RELAY => listener::relay_outbox(&store),
         other => Err(unknown_event(other)),
     }
 }

@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
     events::{self, PaymentCreated},
-    store::{Relayed, Store},
+    store::Store,
     ApiError,
 };
 
@@ -58,11 +58,6 @@ impl<'a> Payments<'a> {
             .put_announcing(&payment_key(&payment.id), payment, vec![created])?;
         self.store
             .put(&payment_for_key(&payment.order_id), &Some(&payment.id))
-    }
-
-    /// Publishes the events of writes whose writers did not (see `Store::relay_outbox`).
-    pub fn relay_outbox(&self) -> Result<Relayed, ApiError> {
-        self.store.relay_outbox()
     }
 }
 

@@ -7,17 +7,17 @@
 use ticketing_common::{
     events::{self, Event, OrderCancelled, OrderCreated},
     listener::{self, decode, unknown_event, ListenerError},
-    store::Updated,
+    store::{Store, Updated},
     ApiError,
 };
 
-use crate::ticket::{Ticket, Tickets};
+use crate::ticket::{Ticket, Tickets, STORE_LABEL};
 
 pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
     match name {
         OrderCreated::NAME => order_created(decode(payload)?),
         OrderCancelled::NAME => order_cancelled(decode(payload)?),
-        events::OUTBOX_RELAY => Ok(listener::relayed(Tickets::open()?.relay_outbox())?),
+        events::OUTBOX_RELAY => listener::relay_outbox(&Store::open(STORE_LABEL)?),
         other => Err(unknown_event(other)),
     }
 }

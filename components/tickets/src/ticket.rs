@@ -11,11 +11,11 @@ use serde::{Deserialize, Serialize};
 use ticketing_common::{
     events::{self, Outgoing, TicketCreated, TicketUpdated},
     ids::{is_valid_id, new_id},
-    store::{Relayed, Store, Updated},
+    store::{Store, Updated},
     ApiError,
 };
 
-const STORE_LABEL: &str = "tickets";
+pub const STORE_LABEL: &str = "tickets";
 const INDEX_KEY: &str = "ticket-ids";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,11 +156,6 @@ impl Tickets {
         }
         self.store
             .update_if_announcing(&ticket_key(id), change, updated_event)
-    }
-
-    /// Publishes the events of writes whose writers did not (see `Store::relay_outbox`).
-    pub fn relay_outbox(&self) -> Result<Relayed, ApiError> {
-        self.store.relay_outbox()
     }
 
     /// Remembers that an order (of this ticket) is cancelled.

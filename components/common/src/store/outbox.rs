@@ -126,7 +126,12 @@ impl Store {
         let entries: BTreeSet<i64> = outbox.iter().map(|pending| pending.entry).collect();
         let mut open = BTreeSet::new();
         for n in entries {
-            if self.get::<JournalEntry>(&entry_key(n))?.is_some() {
+            let key = self.namespaced(&entry_key(n));
+            let exists = self
+                .bucket
+                .exists(&key)
+                .map_err(|e| store_error(format!("reading {key}"), e))?;
+            if exists {
                 open.insert(n);
             }
         }
