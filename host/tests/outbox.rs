@@ -67,22 +67,6 @@ fn restart_after_crash(mut host: Host) -> Host {
     host.restart()
 }
 
-/// Polls `f` until it returns Some, for at most `AFTER_RESTART`.
-#[track_caller]
-fn soon_after_restart<T>(what: &str, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + AFTER_RESTART;
-    loop {
-        if let Some(value) = f() {
-            return value;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not within {AFTER_RESTART:?} of the restart: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 fn same_session(host: &Host, client: &Client) -> Client {
     let mut again = host.client();
     again.cookie = client.cookie.clone();
@@ -121,17 +105,21 @@ fn an_order_is_announced_after_a_crash(config: HostConfig) {
     assert_eq!(orders[0]["status"], "created");
 
     let ticket_path = format!("/api/tickets/{ticket_id}");
-    soon_after_restart("the ticket shows the order that reserved it", || {
-        let ticket = buyer.get(&ticket_path).json();
-        (ticket["orderId"] == order_id.as_str()).then_some(())
-    });
+    eventually_within(
+        AFTER_RESTART,
+        "the ticket shows the order that reserved it",
+        || {
+            let ticket = buyer.get(&ticket_path).json();
+            (ticket["orderId"] == order_id.as_str()).then_some(())
+        },
+    );
     // And the order is a whole one: it can be paid.
     let paid = buyer.post(
         "/api/payments",
         json!({"orderId": order_id, "token": "tok_visa"}),
     );
     assert_eq!(paid.status, 201, "{}", paid.body);
-    soon_after_restart("the paid order completes", || {
+    eventually_within(AFTER_RESTART, "the paid order completes", || {
         let order = buyer.get(&format!("/api/orders/{order_id}")).json();
         (order["status"] == "complete").then_some(())
     });
@@ -155,7 +143,7 @@ fn a_ticket_is_announced_after_a_crash(config: HostConfig) {
 
     let mut buyer = host.client();
     buyer.sign_up();
-    let order = soon_after_restart("the orders service knows the ticket", || {
+    let order = eventually_within(AFTER_RESTART, "the orders service knows the ticket", || {
         let reply = buyer.post("/api/orders", json!({"ticketId": ticket_id}));
         (reply.status == 201).then(|| reply.json())
     });
