@@ -5,3 +5,5 @@ pub mod event_bus;
 mod group_commit;
 pub mod key_value;
 pub mod timers;
+
+pub use self::group_commit::durable_barrier;

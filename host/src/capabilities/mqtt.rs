@@ -102,7 +102,7 @@ impl mqtt::HostConnection for MqttCtx {
             Ok(subject) => subject,
             Err(reason) => return Ok(Err(Error::Other(reason))),
         };
-        crash_point(&subject);
+        crash_point(&subject).await;
         let event = Event {
             message_id: message_id(&subject, &payload),
             subject,
@@ -136,9 +136,12 @@ impl mqtt::HostConnection for MqttCtx {
 /// For tests of the outbox: with `TICKETING_TEST_CRASH_BEFORE_PUBLISH=<suffix>`, the host
 /// aborts (as if killed) the first time a guest publishes on a subject ending in `<suffix>`,
 /// that is after the guest wrote the change the event announces and before the event is out.
+/// The change is made durable first: on the embedded state a crash otherwise takes the
+/// unanswered write with it (see `backends::durable_barrier`), and the point under test is
+/// a write on disk whose event is not out, which another request's barrier can make happen.
 pub const CRASH_BEFORE_PUBLISH_ENV: &str = "TICKETING_TEST_CRASH_BEFORE_PUBLISH";
 
-fn crash_point(subject: &str) {
+async fn crash_point(subject: &str) {
     static SUFFIX: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
     let suffix = SUFFIX.get_or_init(|| {
         std::env::var(CRASH_BEFORE_PUBLISH_ENV)
@@ -149,6 +152,9 @@ fn crash_point(subject: &str) {
         .as_deref()
         .is_some_and(|suffix| subject.ends_with(suffix))
     {
+        if let Err(error) = crate::backends::durable_barrier().await {
+            eprintln!("{CRASH_BEFORE_PUBLISH_ENV}: the write is not durable: {error:#}");
+        }
         eprintln!("{CRASH_BEFORE_PUBLISH_ENV}: aborting before publishing {subject}");
         std::process::abort();
     }

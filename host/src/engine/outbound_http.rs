@@ -180,6 +180,14 @@ impl WasiHttpHooks for OutboundHttp {
         let component = self.component.clone();
         Box::new(async move {
             use http_body_util::BodyExt;
+            // What the guest has written so far becomes durable before another system hears
+            // of it (a payment provider charging for an order, say).
+            if let Err(error) = crate::backends::durable_barrier().await {
+                tracing::error!("cannot make the state file durable: {error:#}");
+                return Err(wasmtime_wasi_http::Error::InternalError(Some(
+                    error.to_string(),
+                )));
+            }
             let sent = wasmtime_wasi_http::default_send_request(request, options).await;
             let outcome = match &sent {
                 Ok((response, _)) => OutboundOutcome::Status(response.status().as_u16()),

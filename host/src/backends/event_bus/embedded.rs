@@ -17,8 +17,10 @@
 //! - `meta`: the next sequence number (never reused).
 //!
 //! Every change goes through the state file's group commit ([`WriteQueue`]) and returns once
-//! its transaction is durable (fsync): a published event survives a SIGKILL, and so do
-//! delivery counts; publishes and key-value writes of concurrent requests share one commit. When
+//! its transaction is committed, in order with the key-value writes around it (a crash keeps
+//! a prefix of the commits, so an event never outlives the write it announces, nor the
+//! reverse); it is on disk before any answer leaves the process (`durable_barrier`).
+//! Publishes and key-value writes of concurrent requests share one commit. When
 //! the bus is opened (once per process), deliveries that were in flight in the previous
 //! process are made deliverable again at once: their handlers died with it.
 //!

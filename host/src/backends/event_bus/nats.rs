@@ -116,6 +116,8 @@ impl EventBus for NatsEventBus {
                 event.subject
             );
         }
+        // The event may announce a write to the embedded state: it must not outlive it.
+        crate::backends::durable_barrier().await?;
         let mut message = jetstream::message::PublishMessage::build().payload(event.payload.into());
         if !event.message_id.is_empty() {
             message = message.message_id(&event.message_id);
@@ -238,7 +240,9 @@ struct NatsAcker(jetstream::Message);
 #[async_trait]
 impl Acker for NatsAcker {
     async fn ack(self: Box<Self>) -> anyhow::Result<()> {
-        // Waits for the server to confirm, so an ack that returned Ok is not lost.
+        // The handler's writes to the embedded state must be durable before NATS forgets
+        // the event. Waits for the server to confirm, so an ack that returned Ok is not lost.
+        crate::backends::durable_barrier().await?;
         self.0
             .double_ack()
             .await

@@ -1,9 +1,10 @@
 //! The embedded key-value backend: one redb file for the whole host, one table per store label.
 //!
 //! Writes go through the file's [`WriteQueue`]: concurrent writes (of every store, the event
-//! queue and the timers in the file) are committed together, with `Durability::Immediate`
-//! (redb's default: fsync before `commit` returns), and a write returns only once its
-//! transaction is durable, so an acknowledged write survives a SIGKILL of the host. The
+//! queue and the timers in the file) are committed together, and a write returns once its
+//! transaction is committed (visible to every later read); it is durable once something
+//! leaving the process has waited for `durable_barrier` (an HTTP response does), so an
+//! acknowledged write survives a SIGKILL of the host. The
 //! writes of one transaction are applied one after the other, which is what makes
 //! compare-and-swap and increment atomic here: the read and the write happen inside the
 //! same transaction, after every earlier write.

@@ -7,7 +7,8 @@
 //! - `timers/counters`: `last-generation` → the last generation handed out.
 //!
 //! Scheduling, cancelling and completing go through the state file's group commit
-//! ([`WriteQueue`]) and return once durable (fsync). Claims are not written to the file at all: the embedded store serves one host
+//! ([`WriteQueue`]) and return once committed (on disk before any answer leaves the process,
+//! see `durable_barrier`). Claims are not written to the file at all: the embedded store serves one host
 //! process, so a lease only has to hold against other claimers in this process. Leases live
 //! in one table per open database, shared by every [`EmbeddedTimers`] on it; when the host
 //! restarts the table is gone, and every timer that was claimed but not completed is due

@@ -41,6 +41,7 @@ use wasmtime_wasi_http::WasiHttpView as _;
 use self::body::CappedBody;
 pub use self::body::ResponseBody;
 pub use self::router::Router;
+use crate::backends;
 use crate::engine::{HostState, LoadedComponent, Runtime};
 use crate::manifest;
 use crate::observability::metrics::{self, GuestOutcome, Trigger};
@@ -200,6 +201,15 @@ impl HttpTrigger {
             .dispatch(request, client, started)
             .instrument(span.clone())
             .await;
+        // What the guest wrote to the embedded state is committed but not yet durable: the
+        // client hears of it only once it would survive a crash (one fsync shared by all).
+        let response = match backends::durable_barrier().await {
+            Ok(()) => response,
+            Err(error) => {
+                tracing::error!("cannot make the state file durable: {error:#}");
+                responses::unavailable()
+            }
+        };
         if !span.is_none() {
             let route = route.unwrap_or("-");
             span.record("otel.name", format!("{method} {route}"));
