@@ -475,6 +475,29 @@ async fn peak_rss<T>(pid: u32, f: impl std::future::Future<Output = T>) -> (T, u
     (out, peak.load(Ordering::Relaxed))
 }
 
+/// The host's hello req/s, p50 and p99 against a peer's, from the rounds each ran (none if the
+/// peer did not run).
+fn push_peer_ratios(
+    ratios: &mut Vec<(String, f64)>,
+    peer: &str,
+    host: &[LoadResult],
+    other: &[LoadResult],
+) {
+    if other.is_empty() {
+        return;
+    }
+    let ratio = |f: fn(&LoadResult) -> f64| mean(host, f) / mean(other, f);
+    ratios.push((format!("hello req/s: host / {peer}"), ratio(|r| r.rps)));
+    ratios.push((
+        format!("hello p50: host / {peer}"),
+        ratio(|r| r.p50_us as f64),
+    ));
+    ratios.push((
+        format!("hello p99: host / {peer}"),
+        ratio(|r| r.p99_us as f64),
+    ));
+}
+
 fn mean(results: &[LoadResult], f: impl Fn(&LoadResult) -> f64) -> f64 {
     results.iter().map(f).sum::<f64>() / results.len().max(1) as f64
 }
@@ -773,35 +796,13 @@ async fn hello_vs_wasmtime(
     }
     drop(wasmtime);
     let host_hello_rps = mean(&host_hello, |r| r.rps);
-    if !wt_hello.is_empty() {
-        let wt_rps = mean(&wt_hello, |r| r.rps);
-        ctx.report.ratios.push((
-            "hello req/s: host / wasmtime serve".into(),
-            host_hello_rps / wt_rps,
-        ));
-        ctx.report.ratios.push((
-            "hello p50: host / wasmtime serve".into(),
-            mean(&host_hello, |r| r.p50_us as f64) / mean(&wt_hello, |r| r.p50_us as f64),
-        ));
-        ctx.report.ratios.push((
-            "hello p99: host / wasmtime serve".into(),
-            mean(&host_hello, |r| r.p99_us as f64) / mean(&wt_hello, |r| r.p99_us as f64),
-        ));
-    }
-    if !spin_hello.is_empty() {
-        let spin_rps = mean(&spin_hello, |r| r.rps);
-        ctx.report
-            .ratios
-            .push(("hello req/s: host / Spin".into(), host_hello_rps / spin_rps));
-        ctx.report.ratios.push((
-            "hello p50: host / Spin".into(),
-            mean(&host_hello, |r| r.p50_us as f64) / mean(&spin_hello, |r| r.p50_us as f64),
-        ));
-        ctx.report.ratios.push((
-            "hello p99: host / Spin".into(),
-            mean(&host_hello, |r| r.p99_us as f64) / mean(&spin_hello, |r| r.p99_us as f64),
-        ));
-    }
+    push_peer_ratios(
+        &mut ctx.report.ratios,
+        "wasmtime serve",
+        &host_hello,
+        &wt_hello,
+    );
+    push_peer_ratios(&mut ctx.report.ratios, "Spin", &host_hello, &spin_hello);
     // One connection: latency without queueing, for the per-request cost.
     let addr = host.addr();
     let host_c1 = ctx
@@ -895,6 +896,41 @@ async fn tickets_vs_native(
     Ok(())
 }
 
+/// `POST /api/orders` for ticket `id` as `buyer`, again every 20 ms while the orders service
+/// answers 404 (its `ticket.created` has not arrived yet), for up to `patience`. Returns when
+/// the successful POST was sent, and the order.
+async fn place_order(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    buyer: &str,
+    id: &str,
+    patience: Duration,
+) -> anyhow::Result<(Instant, Value)> {
+    let body = json!({"ticketId": id});
+    let give_up = Instant::now() + patience;
+    loop {
+        let started = Instant::now();
+        let reply = conn
+            .send(load::request(
+                "POST",
+                addr,
+                "/api/orders",
+                &[("cookie", buyer)],
+                Some(&body),
+            ))
+            .await?;
+        match reply.status.as_u16() {
+            201 => return Ok((started, reply.json()?)),
+            404 if Instant::now() < give_up => tokio::time::sleep(Duration::from_millis(20)).await,
+            _ => bail!(
+                "order: {} {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            ),
+        }
+    }
+}
+
 /// POST /api/orders until the ticket shows the order's id, one order at a time.
 async fn purchase(ctx: &mut Ctx) -> anyhow::Result<Value> {
     let servers = ctx.host_on_servers()?;
@@ -910,35 +946,9 @@ async fn purchase(ctx: &mut Ctx) -> anyhow::Result<Value> {
     let mut polls = 0u64;
     for ticket in &tickets {
         let id = ticket["id"].as_str().unwrap_or_default();
-        let body = json!({"ticketId": id});
-        let give_up = Instant::now() + Duration::from_secs(30);
-        let (started, order) = loop {
-            let started = Instant::now();
-            let reply = conn
-                .send(load::request(
-                    "POST",
-                    addr,
-                    "/api/orders",
-                    &[("cookie", &buyer)],
-                    Some(&body),
-                ))
-                .await?;
-            match reply.status.as_u16() {
-                201 => {
-                    post.saturating_record(started.elapsed().as_micros() as u64);
-                    break (started, reply.json()?);
-                }
-                // The orders service has not heard of the ticket yet (ticket.created).
-                404 if Instant::now() < give_up => {
-                    tokio::time::sleep(Duration::from_millis(20)).await
-                }
-                _ => bail!(
-                    "order: {} {}",
-                    reply.status,
-                    String::from_utf8_lossy(&reply.body)
-                ),
-            }
-        };
+        let (started, order) =
+            place_order(&mut conn, addr, &buyer, id, Duration::from_secs(30)).await?;
+        post.saturating_record(started.elapsed().as_micros() as u64);
         let path = format!("/api/tickets/{id}");
         loop {
             let reply = conn

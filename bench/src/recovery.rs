@@ -11,11 +11,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _};
 use serde::Serialize;
-use serde_json::json;
 
 use crate::load::{self, Conn};
 use crate::procs::{self, Service};
-use crate::{create_tickets, sign_up, Ctx};
+use crate::{create_tickets, place_order, sign_up, Ctx};
 
 #[derive(Debug, Clone, Copy)]
 pub enum Platform {
@@ -106,7 +105,12 @@ pub async fn measure(
     };
     for ticket in &tickets {
         let id = ticket["id"].as_str().context("ticket without id")?;
-        let order = order(&host, &buyer, id).await?;
+        let order = {
+            let mut conn = Conn::open(host.addr()).await?;
+            let patience = Duration::from_secs(60);
+            let (_, order) = place_order(&mut conn, host.addr(), &buyer, id, patience).await?;
+            order["id"].clone()
+        };
 
         let killed = Instant::now();
         host.kill()?;
@@ -125,36 +129,6 @@ pub async fn measure(
     drop(servers);
     eprintln!("  {result:?}");
     Ok(result)
-}
-
-/// Orders ticket `id` as `buyer` (waiting for the orders service to know the ticket);
-/// returns the order's id.
-async fn order(host: &Service, buyer: &str, id: &str) -> anyhow::Result<serde_json::Value> {
-    let addr = host.addr();
-    let mut conn = Conn::open(addr).await?;
-    let body = json!({"ticketId": id});
-    let give_up = Instant::now() + Duration::from_secs(60);
-    loop {
-        let reply = conn
-            .send(load::request(
-                "POST",
-                addr,
-                "/api/orders",
-                &[("cookie", buyer)],
-                Some(&body),
-            ))
-            .await?;
-        match reply.status.as_u16() {
-            201 => return Ok(reply.json()?["id"].clone()),
-            // `ticket.created` has not reached the orders service yet.
-            404 if Instant::now() < give_up => tokio::time::sleep(Duration::from_millis(20)).await,
-            _ => bail!(
-                "order: {} {}",
-                reply.status,
-                String::from_utf8_lossy(&reply.body)
-            ),
-        }
-    }
 }
 
 /// Polls the ticket every millisecond until it shows `order`; returns whether the first
