@@ -98,7 +98,7 @@ fn require_binary(name: &str) {
 /// A real `redis-server` on a free port with its own empty data dir, killed on drop.
 pub struct Redis {
     pub port: u16,
-    child: Child,
+    child: ServerProcess,
     dir: tempfile::TempDir,
     persistent: bool,
 }
@@ -122,7 +122,7 @@ impl Redis {
         let child = Redis::spawn(port, dir.path(), persistent);
         Redis {
             port,
-            child,
+            child: ServerProcess(child),
             dir,
             persistent,
         }
@@ -153,14 +153,13 @@ impl Redis {
 
     /// SIGKILLs the server; it stays down until `restart`.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 
     /// Starts the (killed) server again on the same port and data dir.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Redis::spawn(self.port, self.dir.path(), self.persistent);
+        self.child = ServerProcess(Redis::spawn(self.port, self.dir.path(), self.persistent));
     }
 
     pub fn url(&self) -> String {
@@ -179,20 +178,14 @@ impl Redis {
     /// Sends `signal` to the server: `STOP` makes it hang (connections open, no answers),
     /// `CONT` lets it go on.
     pub fn signal(&self, signal: &str) {
-        send_signal(&self.child, signal);
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
+        send_signal(&self.child.0, signal);
     }
 }
 
 /// A real `nats-server` with JetStream on a free port, its own store dir, killed on drop.
 pub struct Nats {
     pub port: u16,
-    child: Child,
+    child: ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -201,7 +194,11 @@ impl Nats {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let child = Nats::spawn(port, dir.path());
-        Nats { port, child, dir }
+        Nats {
+            port,
+            child: ServerProcess(child),
+            dir,
+        }
     }
 
     fn spawn(port: u16, dir: &Path) -> Child {
@@ -223,14 +220,13 @@ impl Nats {
 
     /// SIGKILLs the server; it stays down until `restart`.
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.child.kill();
     }
 
     /// Starts the (killed) server again on the same port and JetStream store.
     pub fn restart(&mut self) {
         self.kill();
-        self.child = Nats::spawn(self.port, self.dir.path());
+        self.child = ServerProcess(Nats::spawn(self.port, self.dir.path()));
     }
 
     pub fn url(&self) -> String {
@@ -244,13 +240,7 @@ impl Nats {
 
     /// Sends `signal` to the server (`STOP`: it hangs; `CONT`: it goes on).
     pub fn signal(&self, signal: &str) {
-        send_signal(&self.child, signal);
-    }
-}
-
-impl Drop for Nats {
-    fn drop(&mut self) {
-        self.kill();
+        send_signal(&self.child.0, signal);
     }
 }
 
@@ -393,6 +383,22 @@ impl Drop for Host {
             "host",
             &self.log,
         );
+    }
+}
+
+/// A server the test starts (Redis, NATS): SIGKILLed and reaped by `kill` and on drop.
+pub struct ServerProcess(pub Child);
+
+impl ServerProcess {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
     }
 }
 

@@ -322,7 +322,7 @@ impl Drop for Plugin {
 pub struct ConfiguredNats {
     pub port: u16,
     pub mqtt_port: u16,
-    child: Child,
+    child: super::ServerProcess,
     _dir: tempfile::TempDir,
 }
 
@@ -359,13 +359,13 @@ impl ConfiguredNats {
         let mut nats = ConfiguredNats {
             port,
             mqtt_port,
-            child,
+            child: super::ServerProcess(child),
             _dir: dir,
         };
         for port in [port, mqtt_port] {
             let deadline = Instant::now() + Duration::from_secs(60);
             while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-                if let Some(status) = nats.child.try_wait().unwrap() {
+                if let Some(status) = nats.child.0.try_wait().unwrap() {
                     panic!(
                         "nats-server exited ({status}):\n{}",
                         std::fs::read_to_string(&log).unwrap_or_default()
@@ -383,13 +383,6 @@ impl ConfiguredNats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for ConfiguredNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

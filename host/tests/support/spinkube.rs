@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -156,7 +156,7 @@ fn rebase(value: &mut Value, from: &str, to: &str) {
 pub struct ClusterNats {
     pub port: u16,
     pub mqtt_port: u16,
-    child: Child,
+    child: super::ServerProcess,
     dir: tempfile::TempDir,
 }
 
@@ -207,7 +207,7 @@ impl ClusterNats {
         ClusterNats {
             port,
             mqtt_port,
-            child,
+            child: super::ServerProcess(child),
             dir,
         }
     }
@@ -218,12 +218,5 @@ impl ClusterNats {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("nats.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for ClusterNats {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
