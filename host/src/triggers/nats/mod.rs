@@ -350,7 +350,7 @@ impl NatsTrigger {
                 tracing::debug!(
                     component = %listener.component,
                     delivered,
-                    duration_ms = started.elapsed().as_millis() as u64,
+                    duration_ms = format_args!("{:.1}", started.elapsed().as_secs_f64() * 1000.0),
                     "event handled"
                 );
                 settled(Settlement::Acked);
