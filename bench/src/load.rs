@@ -120,6 +120,9 @@ pub struct LoadResult {
     pub p90_us: u64,
     pub p99_us: u64,
     pub max_us: u64,
+    /// CPU time the server process used in the measured window per request answered, when
+    /// the server is a process of its own (not the bench's in-process native servers).
+    pub server_cpu_us_per_request: Option<f64>,
 }
 
 /// Runs closed-loop load against `addr`: `concurrency` connections, warm-up, then the
@@ -214,5 +217,6 @@ pub async fn run(
         p90_us: hist.value_at_quantile(0.90),
         p99_us: hist.value_at_quantile(0.99),
         max_us: hist.max(),
+        server_cpu_us_per_request: None,
     })
 }

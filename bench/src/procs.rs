@@ -248,3 +248,49 @@ pub fn wasmtime_serve(dir: &Path, component: &Path) -> anyhow::Result<Service> {
         dir.join(format!("wasmtime-{port}.log")),
     )
 }
+
+/// The process listening on TCP `port` (from `/proc/net/tcp{,6}` and the processes' open
+/// sockets), unless it is the bench itself (the native servers run in-process).
+pub fn listener_pid(port: u16) -> Option<u32> {
+    let inode = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .find_map(|table| {
+            let text = std::fs::read_to_string(table).ok()?;
+            text.lines().skip(1).find_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                let local_port = fields.get(1)?.rsplit(':').next()?;
+                // State 0A is LISTEN.
+                (u16::from_str_radix(local_port, 16).ok()? == port && fields.get(3)? == &"0A")
+                    .then(|| fields.get(9).map(|inode| inode.to_string()))
+                    .flatten()
+            })
+        })?;
+    let socket = format!("socket:[{inode}]");
+    let me = std::process::id();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let fds = std::fs::read_dir(entry.path().join("fd")).ok()?;
+            fds.flatten()
+                .any(|fd| {
+                    std::fs::read_link(fd.path())
+                        .is_ok_and(|target| target.as_os_str() == socket.as_str())
+                })
+                .then_some(pid)
+                .filter(|&pid| pid != me)
+        })
+}
+
+/// CPU time (user + system, all threads, the dead ones included) `pid` has used, in
+/// microseconds; `/proc/<pid>/stat` counts in USER_HZ ticks, 100 per second on Linux.
+pub fn cpu_time_us(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing paren.
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks * 10_000)
+}
