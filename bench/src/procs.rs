@@ -284,13 +284,52 @@ pub fn listener_pid(port: u16) -> Option<u32> {
 }
 
 /// CPU time (user + system, all threads, the dead ones included) `pid` has used, in
-/// microseconds; `/proc/<pid>/stat` counts in USER_HZ ticks, 100 per second on Linux.
+/// microseconds.
 pub fn cpu_time_us(pid: u32) -> Option<u64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces: count fields after its closing paren.
-    let after_name = &stat[stat.rfind(')')? + 2..];
+    // `/proc/<pid>/stat` counts in USER_HZ ticks, 100 per second on Linux.
+    cpu_ticks(&stat).map(|ticks| ticks * 10_000)
+}
+
+/// utime + stime of a `/proc/<pid>/stat` line, in ticks.
+fn cpu_ticks(stat: &str) -> Option<u64> {
+    // The command name (field 2) may hold spaces and parentheses: count the fields after
+    // its last closing parenthesis, where field 3 (the state) comes first.
+    let after_name = stat.get(stat.rfind(')')? + 1..)?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    Some(ticks * 10_000)
+    // utime and stime are fields 14 and 15 of the line.
+    let field = |n: usize| fields.get(n - 3)?.parse::<u64>().ok();
+    Some(field(14)? + field(15)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_ticks_are_utime_plus_stime_even_with_an_odd_command_name() {
+        let stat = "4242 (tokio (rt) 2) S 1 4242 4242 0 -1 4194560 1500 0 0 0 \
+                    731 269 0 0 20 0 17 0 123456 0 0";
+        assert_eq!(cpu_ticks(stat), Some(731 + 269));
+        assert_eq!(cpu_ticks("4242 (truncated) S 1"), None);
+    }
+
+    #[test]
+    fn the_cpu_time_of_this_process_grows_as_it_works() {
+        let me = std::process::id();
+        let before = cpu_time_us(me).expect("own /proc stat");
+        // Work until the count moves (a tick is 10 ms of CPU); the bound is only there so
+        // that a count that never moves fails instead of hanging.
+        let give_up = Instant::now() + Duration::from_secs(60);
+        let mut x = 0u64;
+        while cpu_time_us(me).expect("own /proc stat") == before {
+            assert!(
+                Instant::now() < give_up,
+                "no CPU time counted in 60 s of work"
+            );
+            for _ in 0..100_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+    }
 }
