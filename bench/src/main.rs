@@ -518,7 +518,8 @@ fn push_peer_ratios(
         format!("hello p99: host / {peer}"),
         ratio(|r| r.p99_us as f64),
     ));
-    // On a saturated machine the req/s ratio is the inverse of this one.
+    // With the cores saturated, the req/s ratio is mostly this one's inverse (BENCHMARKS.md,
+    // part 1: the load generator's share makes up the rest).
     if host
         .iter()
         .chain(other)
