@@ -202,9 +202,9 @@ impl Writer {
                     match queue.recv_timeout(wait) {
                         Ok(job) => job,
                         Err(RecvTimeoutError::Timeout) => {
-                            if let Err(error) = self.sync() {
-                                tracing::error!("making the state file durable: {error:#}");
-                            }
+                            // Nothing queued, the oldest commit is overdue: an empty batch
+                            // makes it durable.
+                            self.batch(Vec::new(), Vec::new());
                             continue;
                         }
                         // The file closes with the last handle, which commits durably.
@@ -238,6 +238,7 @@ impl Writer {
         let Some(open) = self.database.upgrade() else {
             fail_all(writes, anyhow!("the state file is closed"));
             // redb made the pending commits durable when it closed the file.
+            self.mark_durable();
             syncs.into_iter().for_each(|reply| drop(reply.send(Ok(()))));
             return;
         };
@@ -306,17 +307,6 @@ impl Writer {
                 Some(message) => Err(anyhow!("making the state file durable: {message}")),
             });
         }
-    }
-
-    /// A durable commit with nothing in it: makes every earlier commit durable.
-    fn sync(&mut self) -> anyhow::Result<()> {
-        let Some(open) = self.database.upgrade() else {
-            self.undurable_since = None;
-            return Ok(());
-        };
-        empty_durable_commit(&open)?;
-        self.mark_durable();
-        Ok(())
     }
 
     fn mark_undurable(&mut self) {
