@@ -82,8 +82,13 @@ pub struct UpArgs {
     #[command(flatten)]
     pub manifest: ManifestArg,
 
-    /// Address to serve HTTP on.
-    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:3000")]
+    /// Address to serve HTTP on (the environment variable is Spin's name for it).
+    #[arg(
+        long,
+        value_name = "ADDR",
+        default_value = "127.0.0.1:3000",
+        env = "SPIN_HTTP_LISTEN_ADDR"
+    )]
     pub listen: SocketAddr,
 
     /// Spin runtime config (key-value stores, variables providers). Without one the host
