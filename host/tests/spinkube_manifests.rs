@@ -1,5 +1,5 @@
 //! deploy/spinkube agrees with the app: the SpinApp is valid against SpinKube's CRD schema
-//! (../shared/schemas/spinkube-spinapp-crd.yaml), the shim can run what it selects, and the
+//! (a copy in deploy/spinkube/crd, see its README), the shim can run what it selects, and the
 //! SpinApp, the trigger-nats Deployment, the NATS and Redis servers and the artifacts they
 //! run (deploy/spinkube/spin.toml, the lock file in the trigger image) agree with spin.toml
 //! and with each other. No cluster: the servers' side is checked by the replica test.
@@ -18,13 +18,7 @@ use ticketing_host::runtime_config::RuntimeConfig;
 const SHIM_TRIGGER_TYPES: [&str; 5] = ["http", "redis", "sqs", "mqtt", "command"];
 
 fn crd_schema() -> Value {
-    let path = workspace_root().join("../shared/schemas/spinkube-spinapp-crd.yaml");
-    assert!(
-        path.exists(),
-        "the SpinApp CRD schema is missing: expected SpinKube's CRD at {} (shared/schemas next \
-         to the workspace; CI has it)",
-        path.display()
-    );
+    let path = workspace_root().join("deploy/spinkube/crd/core.spinkube.dev_spinapps.yaml");
     let crd = read_yaml(&path).remove(0);
     assert_eq!(crd["spec"]["names"]["kind"], "SpinApp");
     let version = crd["spec"]["versions"]
