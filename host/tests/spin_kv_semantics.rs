@@ -1,6 +1,6 @@
 //! The platform's guarantees on the key-value stores Spin 3.6.3 really has, not only on this
 //! host's: one account per email, exactly one winner of a ticket, each update applied once,
-//! one charge per order, every ticket listed. The host runs with
+//! one charge per order, every ticket listed (and paged). The host runs with
 //! `TICKETING_TEST_KV_SEMANTICS` (see `host/src/backends/key_value/spin_semantics.rs`):
 //! `spin-redis` on a real Redis server (swaps always report a conflict, `get-many` fails the
 //! request),
@@ -9,8 +9,10 @@
 mod support;
 
 use support::scenarios::{
+    a_sold_out_stretch_is_passed_over_and_comes_back,
+    a_walk_during_a_rush_sees_every_ticket_that_stayed_on_sale_once,
     concurrent_signups_with_one_email_create_one_user,
-    concurrent_updates_each_bump_the_version_once,
+    concurrent_updates_each_bump_the_version_once, the_catalogue_pages_in_creation_order,
 };
 use support::*;
 
@@ -39,6 +41,9 @@ on_spin_semantics!(
     concurrent_updates_each_bump_the_version_once,
     concurrent_payments_for_one_order_pay_once,
     listings_show_every_ticket_and_order,
+    the_catalogue_pages_in_creation_order,
+    a_sold_out_stretch_is_passed_over_and_comes_back,
+    a_walk_during_a_rush_sees_every_ticket_that_stayed_on_sale_once,
 );
 
 fn spin_host(backend: Backend, semantics: &str) -> Host {

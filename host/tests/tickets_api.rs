@@ -214,10 +214,7 @@ fn concurrent_creates_are_all_listed_in_creation_order(host: &Host) {
     });
     let listed: Vec<String> = host
         .client()
-        .get("/api/tickets")
-        .json()
-        .as_array()
-        .unwrap()
+        .get_all("/api/tickets")
         .iter()
         .map(|t| t["id"].as_str().unwrap().to_owned())
         .collect();

@@ -53,6 +53,9 @@ pub enum ApiError {
     /// 503, a backend (the key-value store, the event bus) did not answer: nothing the
     /// client did wrong, and worth retrying. The cause is logged.
     Unavailable(anyhow::Error),
+    /// 503 with this message: what the request needs is on its way (an event the service
+    /// has not received yet); the same request succeeds a moment later.
+    NotYet(String),
 }
 
 /// The envelope every error response carries.
@@ -73,7 +76,7 @@ impl ApiError {
             Self::NotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::Internal(_) => 500,
-            Self::Unavailable(_) => 503,
+            Self::Unavailable(_) | Self::NotYet(_) => 503,
         }
     }
 
@@ -81,7 +84,9 @@ impl ApiError {
     pub fn field_errors(&self) -> Vec<FieldError> {
         match self {
             Self::Validation(errors) => errors.clone(),
-            Self::BadRequest(message) => vec![FieldError::message_only(message)],
+            Self::BadRequest(message) | Self::NotYet(message) => {
+                vec![FieldError::message_only(message)]
+            }
             Self::NotAuthorized => vec![FieldError::message_only("Not authorized")],
             Self::NotFound => vec![FieldError::message_only("Not Found")],
             Self::PayloadTooLarge => vec![FieldError::message_only("Payload too large")],
@@ -116,7 +121,7 @@ impl ApiError {
         response
             .status(self.status())
             .header("content-type", "application/json");
-        if matches!(self, Self::Unavailable(_)) {
+        if matches!(self, Self::Unavailable(_) | Self::NotYet(_)) {
             response.header("retry-after", RETRY_AFTER_SECONDS);
         }
         response.body(self.body()).build()
@@ -227,6 +232,16 @@ mod tests {
         assert_eq!(
             validation.to_string(),
             "Token must be provided; OrderId must be provided"
+        );
+    }
+
+    #[test]
+    fn not_yet_is_a_503_that_says_what() {
+        let error = ApiError::NotYet("This order is not ready for payment yet, try again".into());
+        assert_eq!(error.status(), 503);
+        assert_eq!(
+            body_json(&error),
+            json!({"errors": [{"message": "This order is not ready for payment yet, try again"}]})
         );
     }
 

@@ -41,6 +41,14 @@ pub fn format_id(unix_seconds: u32, random: [u8; 8]) -> String {
     to_hex(&bytes)
 }
 
+/// When the entity with this id was created (unix seconds), read from the id itself.
+pub fn created_at(id: &str) -> Option<u32> {
+    if !is_valid_id(id) {
+        return None;
+    }
+    u32::from_str_radix(&id[..8], 16).ok()
+}
+
 /// Whether `text` is in the id format; anything else can never name an entity (404).
 pub fn is_valid_id(text: &str) -> bool {
     text.len() == ID_LEN
@@ -58,6 +66,15 @@ mod tests {
         let id = format_id(0x64f0_c0de, [1, 2, 3, 4, 5, 6, 7, 0xff]);
         assert_eq!(id, "64f0c0de01020304050607ff");
         assert!(is_valid_id(&id));
+    }
+
+    #[test]
+    fn an_id_tells_when_it_was_made() {
+        assert_eq!(
+            created_at(&format_id(1_700_000_000, [9; 8])),
+            Some(1_700_000_000)
+        );
+        assert_eq!(created_at("not an id"), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Shared guest code of the ticketing services (the counterpart of the original app's
 //! `common` package): the error envelope, HTTP plumbing, sessions, configuration, ids,
-//! validation rules, prices, the key-value store wrapper, the events and their publishing,
+//! validation rules, prices, paged listings, the key-value store wrapper, the events and their publishing,
 //! receiving events (the listener export) and the local copies events keep in step.
 //!
 //! Everything that is pure logic is kept apart from the calls into the Spin host so that it
@@ -15,6 +15,7 @@ pub mod events;
 pub mod http;
 pub mod ids;
 pub mod listener;
+pub mod paging;
 pub mod price;
 pub mod store;
 pub mod validation;

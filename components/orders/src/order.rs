@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use ticketing_common::{
     events::{self, OrderCancelled, OrderCreated, OrderStatus, OrderedTicket, Outgoing, TicketRef},
     ids::is_valid_id,
+    paging,
     store::{Store, Updated},
     ApiError,
 };
@@ -160,26 +161,47 @@ impl<'a> Orders<'a> {
         self.store.get(&order_key(id))
     }
 
-    /// The user's orders, oldest first.
-    pub fn of_user(&self, user_id: &str) -> Result<Vec<Order>, ApiError> {
-        let keys: Vec<String> = self
-            .store
-            .read_index(&user_orders_key(user_id))?
-            .iter()
-            .map(|id| order_key(id))
-            .collect();
-        Ok(self
-            .store
-            .get_many::<Order>(&keys)?
-            .into_iter()
-            .flatten()
-            .collect())
+    /// Up to `limit` of the user's orders after position `after` of their index, oldest
+    /// first, and the position of the page's last order when more follow. An index entry
+    /// whose order was not kept (it lost its ticket's race) is passed over.
+    pub fn page_of_user(
+        &self,
+        user_id: &str,
+        after: i64,
+        limit: usize,
+    ) -> Result<(Vec<Order>, Option<i64>), ApiError> {
+        let index = user_orders_key(user_id);
+        let count = self.store.index_len(&index)?;
+        if after > count {
+            return Err(paging::stale_cursor());
+        }
+        // One more than the page holds: whether a next page exists.
+        let mut found = Vec::new();
+        for position in after + 1..=count {
+            let Some(id) = self.store.index_entry(&index, position)? else {
+                continue;
+            };
+            if let Some(order) = self.find(&id)? {
+                found.push((position, order));
+                if found.len() > limit {
+                    break;
+                }
+            }
+        }
+        let next = (found.len() > limit).then(|| found[limit - 1].0);
+        found.truncate(limit);
+        Ok((found.into_iter().map(|(_, order)| order).collect(), next))
     }
 
     /// Saves a new order if it wins its ticket's reservation, and publishes its
     /// `order.created` (recorded with the reservation); `false` (and nothing saved) when an
     /// order that is not cancelled holds the ticket.
     pub fn place(&self, order: &Order) -> Result<bool, ApiError> {
+        // In a rush most orders are for tickets someone holds already: those are told so
+        // from reads alone, writing nothing. (The reservation below decides the races.)
+        if self.is_held(&order.ticket.id)? {
+            return Ok(false);
+        }
         // The record goes first: a reservation always names an order that exists, so a
         // rival reading the reservation can tell whether it is still held. Then the index:
         // an order that wins (and is announced) is always listed; a losing one is deleted
@@ -192,6 +214,17 @@ impl<'a> Orders<'a> {
             return Ok(false);
         }
         Ok(true)
+    }
+
+    /// Whether an order that is not cancelled holds the ticket's reservation.
+    fn is_held(&self, ticket_id: &str) -> Result<bool, ApiError> {
+        match self
+            .store
+            .get::<Option<String>>(&reservation_key(ticket_id))?
+        {
+            Some(Some(holder)) => Ok(self.find(&holder)?.is_some_and(|o| o.holds_ticket())),
+            _ => Ok(false),
+        }
     }
 
     /// Takes the ticket's reservation for `order`, atomically, with its `order.created`: a

@@ -1,8 +1,10 @@
 //! The tickets service: create, list, show and edit tickets under `/api/tickets`, and keep
 //! each ticket's reservation in step with the orders' events (see `listeners`).
-//! Tickets live in the key-value store labelled `tickets` (see `ticket`).
+//! Tickets live in the key-value store labelled `tickets` (see `ticket`), with the
+//! catalogue's own view of them for paged listing (see `listing`).
 
 mod listeners;
+mod listing;
 mod routes;
 mod ticket;
 
@@ -27,7 +29,7 @@ async fn handle_tickets(incoming: IncomingRequest) -> Response {
 fn route(req: &Request) -> Result<Response, ApiError> {
     match (req.method(), path_segments(req.path()).as_slice()) {
         (Method::Post, ["api", "tickets"]) => routes::create(req),
-        (Method::Get, ["api", "tickets"]) => routes::list(),
+        (Method::Get, ["api", "tickets"]) => routes::list(req),
         (Method::Get, ["api", "tickets", id]) => routes::show(id),
         (Method::Put, ["api", "tickets", id]) => routes::update(req, id),
         _ => Err(ApiError::NotFound),

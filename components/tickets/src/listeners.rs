@@ -1,23 +1,41 @@
-//! The events the tickets service consumes: orders reserve and release tickets.
+//! The events the tickets service consumes: orders reserve and release tickets, and its own
+//! `ticket.updated` keeps the catalogue's blocks in step (see `listing`).
 //!
 //! Every change of a ticket takes the next version and records its `ticket.updated` in the
 //! same write (the outbox), so a change is never left unannounced, even if the host dies
-//! right after it. The outbox relay tick lands here too.
+//! right after it. The outbox relay tick lands here too, and sweeps new tickets into the
+//! catalogue's blocks.
 
 use ticketing_common::{
-    events::{self, Event, OrderCancelled, OrderCreated},
+    events::{self, Event, OrderCancelled, OrderCreated, TicketUpdated},
     listener::{self, decode, unknown_event, ListenerError},
-    store::{Store, Updated},
+    store::Updated,
     ApiError,
 };
 
-use crate::ticket::{Ticket, Tickets, STORE_LABEL};
+use crate::listing::Listing;
+use crate::ticket::{StoredTicket, Tickets};
 
 pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
+    let tickets = Tickets::open()?;
     match name {
-        OrderCreated::NAME => order_created(decode(payload)?),
-        OrderCancelled::NAME => order_cancelled(decode(payload)?),
-        events::OUTBOX_RELAY => listener::relay_outbox(&Store::open(STORE_LABEL)?),
+        OrderCreated::NAME => order_created(&tickets, decode(payload)?),
+        OrderCancelled::NAME => order_cancelled(&tickets, decode(payload)?),
+        TicketUpdated::NAME => {
+            let updated: TicketUpdated = decode(payload)?;
+            Listing::new(&tickets).follow(&updated.id)
+        }
+        events::OUTBOX_RELAY => {
+            listener::relay_outbox(tickets.store())?;
+            let swept = Listing::new(&tickets).sweep()?;
+            if swept.holes > 0 {
+                eprintln!(
+                    "catalogue: {} positions whose ticket was never stored are left out",
+                    swept.holes
+                );
+            }
+            Ok(())
+        }
         other => Err(unknown_event(other)),
     }
 }
@@ -28,8 +46,7 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
 /// releases the ticket if it sees the reservation. Checking the mark again after reserving
 /// closes the gap between the two: either the cancellation saw the reservation and released
 /// it, or it marked the order before this check, which then releases it here.
-fn order_created(order: OrderCreated) -> Result<(), ListenerError> {
-    let tickets = Tickets::open()?;
+fn order_created(tickets: &Tickets, order: OrderCreated) -> Result<(), ListenerError> {
     let outcome = tickets.update_if(&order.ticket.id, |ticket| {
         if tickets.is_order_cancelled(&order.id)? {
             return Ok(None);
@@ -38,25 +55,37 @@ fn order_created(order: OrderCreated) -> Result<(), ListenerError> {
     });
     known_ticket(&order.ticket.id, outcome)?;
     if tickets.is_order_cancelled(&order.id)? {
-        let outcome =
-            tickets.update_if(&order.ticket.id, |ticket| Ok(ticket.released_by(&order.id)));
-        known_ticket(&order.ticket.id, outcome)?;
+        release(tickets, &order.ticket.id, &order.id)?;
     }
     Ok(())
 }
 
 /// A cancelled order releases its ticket, if that order is the one reserving it.
-fn order_cancelled(order: OrderCancelled) -> Result<(), ListenerError> {
-    let tickets = Tickets::open()?;
+fn order_cancelled(tickets: &Tickets, order: OrderCancelled) -> Result<(), ListenerError> {
     tickets.mark_order_cancelled(&order.id, &order.ticket.id)?;
-    let outcome = tickets.update_if(&order.ticket.id, |ticket| Ok(ticket.released_by(&order.id)));
-    known_ticket(&order.ticket.id, outcome)
+    release(tickets, &order.ticket.id, &order.id)
+}
+
+/// Releases the ticket if `order_id` reserves it. The catalogue shows it on sale again
+/// first (see `listing`): a ticket on sale is never missing from it.
+fn release(tickets: &Tickets, ticket_id: &str, order_id: &str) -> Result<(), ListenerError> {
+    if let Some(StoredTicket {
+        ticket,
+        position: Some(position),
+    }) = tickets.find_stored(ticket_id)?
+    {
+        if let Some(released) = ticket.released_by(order_id) {
+            Listing::new(tickets).put(position, &released)?;
+        }
+    }
+    let outcome = tickets.update_if(ticket_id, |ticket| Ok(ticket.released_by(order_id)));
+    known_ticket(ticket_id, outcome)
 }
 
 /// An order event for a ticket that does not exist never will be handled.
 fn known_ticket(
     ticket_id: &str,
-    outcome: Result<Updated<Ticket>, ApiError>,
+    outcome: Result<Updated<StoredTicket>, ApiError>,
 ) -> Result<(), ListenerError> {
     match outcome {
         Ok(_) => Ok(()),

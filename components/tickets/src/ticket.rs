@@ -1,8 +1,9 @@
 //! The ticket model and its keys in the `tickets` store:
 //!
-//! - `ticket:<id>` → the ticket JSON, exactly as the API shows it
-//! - `ticket-ids:count`, `ticket-ids:<n>` → the ids of all tickets, oldest first (the
-//!   append-only index for listing, see `Store::append_to_index`)
+//! - `ticket:<id>` → the ticket JSON as the API shows it, plus `position`: where the ticket
+//!   is in the catalogue (see `listing`)
+//! - `ticket-ids:count`, `ticket-ids:<n>` → the ids of all tickets, oldest first: the
+//!   append-only index that numbers the catalogue's positions (see `Store::append_to_index`)
 //! - `cancelled-order:<orderId>` → the id of the order's ticket: orders known to be
 //!   cancelled, so that an `order.created` delivered after its `order.cancelled` does not
 //!   reserve the ticket again
@@ -16,7 +17,8 @@ use ticketing_common::{
 };
 
 pub const STORE_LABEL: &str = "tickets";
-const INDEX_KEY: &str = "ticket-ids";
+/// The index numbering the tickets in creation order (their catalogue positions).
+pub const INDEX_KEY: &str = "ticket-ids";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -79,6 +81,16 @@ impl Ticket {
     }
 }
 
+/// A ticket as stored: the API's JSON plus its position in the catalogue (absent in tickets
+/// stored before the catalogue had positions in its records; the listing's sweep adds it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredTicket {
+    #[serde(flatten)]
+    pub ticket: Ticket,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<i64>,
+}
+
 /// The tickets in the store.
 pub struct Tickets {
     store: Store,
@@ -91,6 +103,10 @@ impl Tickets {
         })
     }
 
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     pub fn create(&self, title: String, price: f64, user_id: String) -> Result<Ticket, ApiError> {
         let ticket = Ticket {
             id: new_id()?,
@@ -100,33 +116,31 @@ impl Tickets {
             version: 0,
             order_id: None,
         };
-        // The index first: a record written (and announced) is always listed; an id
-        // listed without a record (the write failed) is skipped by the listing. The record
-        // carries its `ticket.created` (the outbox).
-        self.store.append_to_index(INDEX_KEY, &ticket.id)?;
+        // The index first: it gives the ticket its position. A record written (and
+        // announced) is always listed; a position without a record (the write failed) is
+        // skipped by the listing. The record carries its `ticket.created` (the outbox).
+        let position = self.store.append_to_index(INDEX_KEY, &ticket.id)?;
         let created = events::outgoing(&ticket.created_event())?;
+        let stored = StoredTicket {
+            ticket,
+            position: Some(position),
+        };
         self.store
-            .put_announcing(&ticket_key(&ticket.id), &ticket, vec![created])?;
-        Ok(ticket)
+            .put_announcing(&ticket_key(&stored.ticket.id), &stored, vec![created])?;
+        Ok(stored.ticket)
     }
 
     /// The ticket with this id; an id not in the id format names no ticket.
     pub fn find(&self, id: &str) -> Result<Option<Ticket>, ApiError> {
+        Ok(self.find_stored(id)?.map(|stored| stored.ticket))
+    }
+
+    /// The ticket with this id as stored, with its position.
+    pub fn find_stored(&self, id: &str) -> Result<Option<StoredTicket>, ApiError> {
         if !is_valid_id(id) {
             return Ok(None);
         }
         self.store.get(&ticket_key(id))
-    }
-
-    /// All tickets, oldest first.
-    pub fn all(&self) -> Result<Vec<Ticket>, ApiError> {
-        let keys: Vec<String> = self
-            .store
-            .read_index(INDEX_KEY)?
-            .iter()
-            .map(|id| ticket_key(id))
-            .collect();
-        Ok(self.store.get_many(&keys)?.into_iter().flatten().collect())
     }
 
     /// Changes a ticket with the store's versioned update (see `Store::update`), recording
@@ -135,27 +149,58 @@ impl Tickets {
     pub fn update(
         &self,
         id: &str,
-        change: impl FnMut(Ticket) -> Result<Ticket, ApiError>,
+        mut change: impl FnMut(Ticket) -> Result<Ticket, ApiError>,
     ) -> Result<Ticket, ApiError> {
         if !is_valid_id(id) {
             return Err(ApiError::NotFound);
         }
-        self.store
-            .update_announcing(&ticket_key(id), change, updated_event)
+        let stored = self.store.update_announcing(
+            &ticket_key(id),
+            |stored: StoredTicket| {
+                Ok(StoredTicket {
+                    ticket: change(stored.ticket)?,
+                    position: stored.position,
+                })
+            },
+            updated_event,
+        )?;
+        Ok(stored.ticket)
     }
 
     /// Changes a ticket only where `change` says so (see `Store::update_if`), recording its
-    /// `ticket.updated` with the write.
+    /// `ticket.updated` with the write. Returns the ticket as now stored, with its position.
     pub fn update_if(
         &self,
         id: &str,
-        change: impl FnMut(&Ticket) -> Result<Option<Ticket>, ApiError>,
-    ) -> Result<Updated<Ticket>, ApiError> {
+        mut change: impl FnMut(&Ticket) -> Result<Option<Ticket>, ApiError>,
+    ) -> Result<Updated<StoredTicket>, ApiError> {
         if !is_valid_id(id) {
             return Err(ApiError::NotFound);
         }
-        self.store
-            .update_if_announcing(&ticket_key(id), change, updated_event)
+        self.store.update_if_announcing(
+            &ticket_key(id),
+            |stored: &StoredTicket| {
+                Ok(change(&stored.ticket)?.map(|ticket| StoredTicket {
+                    ticket,
+                    position: stored.position,
+                }))
+            },
+            updated_event,
+        )
+    }
+
+    /// Records a ticket's position (for tickets stored before records had it); the
+    /// ticket's version and event stay as they are.
+    pub fn set_position(&self, id: &str, position: i64) -> Result<StoredTicket, ApiError> {
+        let updated = self
+            .store
+            .update_if(&ticket_key(id), |stored: &StoredTicket| {
+                Ok((stored.position.is_none()).then(|| StoredTicket {
+                    position: Some(position),
+                    ..stored.clone()
+                }))
+            })?;
+        Ok(updated.value)
     }
 
     /// Remembers that an order (of this ticket) is cancelled.
@@ -172,15 +217,15 @@ impl Tickets {
 }
 
 /// Every change of a ticket is announced as `ticket.updated`.
-fn updated_event(ticket: &Ticket) -> Result<Vec<Outgoing>, ApiError> {
-    Ok(vec![events::outgoing(&ticket.updated_event())?])
+fn updated_event(stored: &StoredTicket) -> Result<Vec<Outgoing>, ApiError> {
+    Ok(vec![events::outgoing(&stored.ticket.updated_event())?])
 }
 
 fn cancelled_order_key(order_id: &str) -> String {
     format!("cancelled-order:{order_id}")
 }
 
-fn ticket_key(id: &str) -> String {
+pub fn ticket_key(id: &str) -> String {
     format!("ticket:{id}")
 }
 

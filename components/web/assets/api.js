@@ -29,6 +29,31 @@ function noteServerDate(response) {
 
 /** Calls the API; resolves to the parsed JSON body (null when empty), or throws ApiError. */
 export async function api(method, path, body) {
+  return (await call(method, path, body)).data;
+}
+
+/**
+ * One page of a paged listing (`GET /api/tickets`, `/api/orders`): its items, and the path
+ * of the next page from the `Link: <...>; rel="next"` header (null on the last page).
+ */
+export async function apiPage(path) {
+  const { data, response } = await call('GET', path);
+  return { items: data ?? [], next: nextLink(response.headers.get('link')) };
+}
+
+/** The target of `rel="next"` in a Link header (RFC 8288), as a same-origin path. */
+function nextLink(header) {
+  for (const link of (header ?? '').split(',')) {
+    const match = /^\s*<([^>]*)>(.*)$/.exec(link);
+    if (match && /;\s*rel="?next"?/i.test(match[2])) {
+      const url = new URL(match[1], location.href);
+      return url.origin === location.origin ? url.pathname + url.search : null;
+    }
+  }
+  return null;
+}
+
+async function call(method, path, body) {
   const init = { method, headers: { Accept: 'application/json' }, credentials: 'same-origin' };
   if (body !== undefined) {
     init.headers['Content-Type'] = 'application/json';
@@ -54,22 +79,24 @@ export async function api(method, path, body) {
       : [{ message: `The server answered ${response.status}. Please try again.` }];
     throw new ApiError(response.status, errors);
   }
-  return data;
+  return { data, response };
 }
 
 /**
- * Calls `attempt` until it does not fail with 404, for at most `timeoutMs`. Services learn
- * of each other's tickets and orders through events, a moment after they were made: an order
- * for a ticket the orders service has not heard of yet, or a payment for an order the
- * payments service has not heard of yet, is a 404 for that moment.
+ * Calls `attempt` until it does not fail with 404 or 503, for at most `timeoutMs`. Services
+ * learn of each other's tickets and orders through events, a moment after they were made:
+ * an order for a ticket the orders service has not heard of yet is a 404 for that moment,
+ * a payment for an order the payments service has not heard of yet a 503 ("try again"),
+ * as is a request while a backend is away.
  */
-export async function retryWhileNotFound(attempt, timeoutMs = 60000) {
+export async function retryWhileNotReady(attempt, timeoutMs = 60000) {
   const deadline = Date.now() + timeoutMs;
   for (let wait = 250; ; wait = Math.min(wait * 2, 2000)) {
     try {
       return await attempt();
     } catch (error) {
-      if (!(error instanceof ApiError) || error.status !== 404 || Date.now() + wait > deadline) {
+      const retried = error instanceof ApiError && (error.status === 404 || error.status === 503);
+      if (!retried || Date.now() + wait > deadline) {
         throw error;
       }
     }

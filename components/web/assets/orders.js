@@ -1,6 +1,6 @@
 // My orders, and an order's page: the time left to pay, counting down, and the Pay button.
 
-import { api, ApiError, retryWhileNotFound, serverNow } from './api.js';
+import { api, apiPage, ApiError, retryWhileNotReady, serverNow } from './api.js';
 import { busy, errorBox, h, money, render, signInFirst, statusBadge } from './dom.js';
 import { paymentMethod } from './payment.js';
 
@@ -8,9 +8,14 @@ export async function ordersPage({ main, user }) {
   if (!user) return signInFirst();
   const title = 'My orders';
   const errors = errorBox();
-  let orders;
+  // Every page of them (a user's orders are few), to show the newest first.
+  const orders = [];
   try {
-    orders = await api('GET', '/api/orders');
+    for (let next = '/api/orders'; next;) {
+      const page = await apiPage(next);
+      orders.push(...page.items);
+      next = page.next;
+    }
   } catch (error) {
     errors.show(error.errors);
     render(main, title, h('h1', {}, title), errors.element);
@@ -120,7 +125,7 @@ export async function orderPage({ main, user, id }) {
       try {
         const token = await method.token();
         paying = true;
-        await retryWhileNotFound(() => api('POST', '/api/payments', { orderId: order.id, token }));
+        await retryWhileNotReady(() => api('POST', '/api/payments', { orderId: order.id, token }));
         outcome.replaceChildren(h('p', { class: 'note' }, 'Payment received. Confirming…'));
         order = await untilComplete(path, order);
       } catch (error) {

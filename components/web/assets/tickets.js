@@ -1,26 +1,50 @@
 // Tickets on sale, selling a ticket, and a ticket's page with its Purchase button.
 
-import { api, ApiError, retryWhileNotFound } from './api.js';
+import { api, apiPage, ApiError, retryWhileNotReady } from './api.js';
 import { busy, errorBox, field, h, money, render, showErrors, signInFirst } from './dom.js';
 
 export async function ticketsPage({ main, user }) {
   const title = 'Tickets on sale';
-  let tickets;
+  let page;
   try {
-    tickets = await api('GET', '/api/tickets');
+    page = await apiPage('/api/tickets');
   } catch (error) {
     const errors = errorBox();
     errors.show(error.errors);
     render(main, title, h('h1', {}, title), errors.element);
     return;
   }
-  const list = tickets.length === 0
-    ? h('p', { class: 'empty' }, 'No tickets are on sale right now. ',
-      user ? h('a', { href: '/tickets/new' }, 'Put one on sale') : null)
-    : h('ul', { class: 'ticket-list' }, tickets.map((ticket) => h('li', { class: 'card ticket-row' },
+  if (page.items.length === 0) {
+    render(main, title, h('h1', {}, title), h('p', { class: 'empty' },
+      'No tickets are on sale right now. ',
+      user ? h('a', { href: '/tickets/new' }, 'Put one on sale') : null));
+    return;
+  }
+  // The catalogue comes a page at a time: "More tickets" adds the next page below.
+  const list = h('ul', { class: 'ticket-list' });
+  const errors = errorBox();
+  const footer = h('div', { class: 'list-footer' });
+  const show = ({ items, next }) => {
+    list.append(...items.map((ticket) => h('li', { class: 'card ticket-row' },
       h('a', { href: `/tickets/${encodeURIComponent(ticket.id)}` }, ticket.title),
       h('span', { class: 'price' }, money(ticket.price)))));
-  render(main, title, h('h1', {}, title), list);
+    if (!next) {
+      footer.replaceChildren(h('p', { class: 'end-of-list' }, "That's every ticket on sale."));
+      return;
+    }
+    const more = h('button', { type: 'button', class: 'more' }, 'More tickets');
+    more.addEventListener('click', () => busy(more, 'Loading…', async () => {
+      errors.clear();
+      try {
+        show(await apiPage(next));
+      } catch (error) {
+        errors.show(error.errors);
+      }
+    }));
+    footer.replaceChildren(more);
+  };
+  show(page);
+  render(main, title, h('h1', {}, title), list, errors.element, footer);
 }
 
 export async function newTicketPage({ main, user }) {
@@ -113,7 +137,7 @@ export async function ticketPage({ main, user, id }) {
     const button = status.querySelector('button');
     await busy(button, 'Reserving…', async () => {
       try {
-        const order = await retryWhileNotFound(() => api('POST', '/api/orders', { ticketId: ticket.id }));
+        const order = await retryWhileNotReady(() => api('POST', '/api/orders', { ticketId: ticket.id }));
         location.assign(`/orders/${encodeURIComponent(order.id)}`);
       } catch (error) {
         errors.show(error.errors ?? [{ message: String(error) }]);

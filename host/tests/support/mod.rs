@@ -367,11 +367,7 @@ impl Host {
     }
 
     pub fn client(&self) -> Client {
-        Client {
-            base: self.url(""),
-            cookie: None,
-            bearer: None,
-        }
+        Client::new(&self.url(""))
     }
 }
 
@@ -491,6 +487,16 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
+    /// The path of the next page from a `Link: <...>; rel="next"` header, if any.
+    pub fn next_page(&self) -> Option<String> {
+        let link = self.header("link")?;
+        let (target, params) = link.trim().strip_prefix('<')?.split_once('>')?;
+        params
+            .split(';')
+            .any(|param| param.trim() == "rel=\"next\"")
+            .then(|| target.to_owned())
+    }
+
     /// The `{"errors": [...]}` messages, in order.
     pub fn error_messages(&self) -> Vec<String> {
         self.json()["errors"]
@@ -543,6 +549,15 @@ pub struct Client {
 }
 
 impl Client {
+    /// A client of the app at `base` (`http://host:port`), signed out.
+    pub fn new(base: &str) -> Client {
+        Client {
+            base: base.to_owned(),
+            cookie: None,
+            bearer: None,
+        }
+    }
+
     pub fn get(&mut self, path: &str) -> Reply {
         self.send("GET", path, None, None)
     }
@@ -644,6 +659,27 @@ impl Client {
             self.cookie = if pair == "session=" { None } else { Some(pair) };
         }
         Ok(reply)
+    }
+
+    /// Every item of a paged listing (`/api/tickets`, `/api/orders`), following its `next`
+    /// links from `path` to the last page.
+    pub fn get_all(&mut self, path: &str) -> Vec<Value> {
+        let mut items = Vec::new();
+        let mut next = Some(path.to_owned());
+        while let Some(path) = next {
+            let reply = self.get(&path);
+            assert_eq!(reply.status, 200, "GET {path}: {}", reply.body);
+            items.extend(
+                reply
+                    .json()
+                    .as_array()
+                    .expect("a JSON array")
+                    .iter()
+                    .cloned(),
+            );
+            next = reply.next_page();
+        }
+        items
     }
 
     /// Signs up a fresh user (unique email) and keeps its session; returns the user JSON.

@@ -23,7 +23,6 @@
 //!   it) or lost (it is not), so a landed write is never applied twice;
 //! - **batched reads** are single reads: Spin's Redis `get-many` fails the whole request.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -269,46 +268,33 @@ impl Store {
         })
     }
 
-    /// Appends `id` to the index `index` (an append-only list of ids). An index is one key
-    /// per entry, `<index>:<n>`, numbered by the counter `<index>:count` with the atomic
-    /// increment: an append is one increment and one write whatever the index's length,
-    /// and concurrent appends never conflict. (A single key holding the whole list had to
-    /// be rewritten, and fought over, by every append: with 16 concurrent ticket creates,
-    /// compare-and-swap retries pushed the p99 to 0.4 s.)
-    pub fn append_to_index(&self, index: &str, id: &str) -> Result<(), ApiError> {
+    /// Appends `id` to the index `index` (an append-only list of ids) and returns its
+    /// position (1, 2, ...). An index is one key per entry, `<index>:<n>`, numbered by the
+    /// counter `<index>:count` with the atomic increment: an append is one increment and one
+    /// write whatever the index's length, and concurrent appends never conflict. (A single
+    /// key holding the whole list had to be rewritten, and fought over, by every append:
+    /// with 16 concurrent ticket creates, compare-and-swap retries pushed the p99 to 0.4 s.)
+    pub fn append_to_index(&self, index: &str, id: &str) -> Result<i64, ApiError> {
         let counter = self.namespaced(&index_counter_key(index));
         let n = atomics::increment(&self.bucket, &counter, 1)
             .map_err(|e| store_error(format!("incrementing {counter}"), e))?;
-        self.put(&index_entry_key(index, n), &id)
+        self.put(&index_entry_key(index, n), &id)?;
+        Ok(n)
     }
 
-    /// The ids in the index `index`, in the order they were appended (empty if the index
-    /// does not exist yet). An entry whose write never happened (its append failed after
-    /// the increment) is skipped, and an id appended twice is listed once.
-    pub fn read_index(&self, index: &str) -> Result<Vec<String>, ApiError> {
+    /// How many positions the index `index` has handed out (0 if it does not exist yet).
+    /// An entry may be missing at a position: its append failed after the increment, or is
+    /// still under way.
+    pub fn index_len(&self, index: &str) -> Result<i64, ApiError> {
         let counter = self.namespaced(&index_counter_key(index));
         // Adding 0 reads the counter in the format the host keeps it in.
-        let count = atomics::increment(&self.bucket, &counter, 0)
-            .map_err(|e| store_error(format!("reading {counter}"), e))?;
-        let keys: Vec<String> = (1..=count).map(|n| index_entry_key(index, n)).collect();
-        let mut seen = HashSet::new();
-        Ok(self
-            .get_many::<String>(&keys)?
-            .into_iter()
-            .flatten()
-            .filter(|id| seen.insert(id.clone()))
-            .collect())
+        atomics::increment(&self.bucket, &counter, 0)
+            .map_err(|e| store_error(format!("reading {counter}"), e))
     }
 
-    /// The values under `keys`, in the same order (`None` where a key is absent), one `get`
-    /// per key. Not `wasi:keyvalue/batch`'s `get-many`: Spin 3.6's Redis store sends
-    /// `KEYS k1 k2 ...` for it and the request dies in the host (a panic while parsing the
-    /// reply), and its SQLite store leaves absent keys out.
-    pub fn get_many<T: DeserializeOwned>(
-        &self,
-        keys: &[String],
-    ) -> Result<Vec<Option<T>>, ApiError> {
-        keys.iter().map(|key| self.get(key)).collect()
+    /// The id at position `n` of the index `index`, if its append wrote it.
+    pub fn index_entry(&self, index: &str, n: i64) -> Result<Option<String>, ApiError> {
+        self.get(&index_entry_key(index, n))
     }
 
     /// The compare-and-swap loop under every conditional write: `next` turns the current

@@ -1,18 +1,20 @@
 //! `POST /api/payments`
 
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 use ticketing_common::{
-    auth,
+    auth, config,
     errors::check_fields,
     http::{json_body, json_response, optional_field},
-    ids::new_id,
+    ids::{self, new_id},
     store::Store,
     ApiError, FieldError,
 };
 
 use crate::{
-    order,
+    order::{self, OrderCopy},
     payment::{Payment, Payments},
     stripe::Charger,
     STORE_LABEL,
@@ -42,7 +44,8 @@ fn validate(body: &PaymentBody) -> Result<(String, String), ApiError> {
     Ok((token.to_owned(), order_id.to_owned()))
 }
 
-/// Checks in the contract's order: signed in (401), valid body (400), known order (404),
+/// Checks in the contract's order: signed in (401), valid body (400), known order (404, or
+/// 503 while it may still arrive, see `known_order`),
 /// the caller's (401), not cancelled (400), not paid (400). The order's claim is taken
 /// before charging, so of concurrent payments for one order exactly one charges; a failed
 /// charge gives the claim back.
@@ -51,9 +54,7 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
     let user = auth::require_user(req)?;
     let (token, order_id) = validate(&json_body(req)?)?;
     let store = Store::open(STORE_LABEL)?;
-    let order = order::copies(&store)
-        .find(&order_id)?
-        .ok_or(ApiError::NotFound)?;
+    let order = known_order(&store, &order_id)?;
     if order.user_id != user.id {
         return Err(ApiError::NotAuthorized);
     }
@@ -79,6 +80,51 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
             }
         };
     json_response(201, &serde_json::json!({ "id": payment.id }))
+}
+
+/// How long a payment waits for an order this service has not heard of yet.
+const ORDER_WAIT: Duration = Duration::from_secs(2);
+/// How often it looks while waiting, at most.
+const ORDER_POLL_MAX: Duration = Duration::from_millis(100);
+
+/// The service's copy of the order. The payments service learns of an order through its
+/// `order.created`, a moment after the buyer got the order's 201: a payment for an order it
+/// has not heard of waits for it a little, then is a 503 (try again) while the order may
+/// still arrive (its id was made within the order expiration window), else a 404.
+fn known_order(store: &Store, order_id: &str) -> Result<OrderCopy, ApiError> {
+    let copies = order::copies(store);
+    let deadline = Instant::now() + ORDER_WAIT;
+    let mut wait = Duration::from_millis(5);
+    loop {
+        if let Some(order) = copies.find(order_id)? {
+            return Ok(order);
+        }
+        if !may_arrive(order_id)? {
+            return Err(ApiError::NotFound);
+        }
+        if Instant::now() + wait > deadline {
+            return Err(ApiError::NotYet(
+                "This order is not ready for payment yet, try again".to_owned(),
+            ));
+        }
+        std::thread::sleep(wait);
+        wait = (wait * 2).min(ORDER_POLL_MAX);
+    }
+}
+
+/// Whether an order with this id may still be announced to this service: its id was made
+/// no longer ago than an order lives (plus a minute for clocks and delivery).
+fn may_arrive(order_id: &str) -> Result<bool, ApiError> {
+    let Some(created) = ids::created_at(order_id) else {
+        return Ok(false);
+    };
+    let window: u64 = config::variable_or("expiration_window_seconds", 15 * 60)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_err(anyhow::Error::from)?
+        .as_secs();
+    let age = now.abs_diff(u64::from(created));
+    Ok(age <= window.saturating_add(60))
 }
 
 /// Charges the order and stores its payment, which publishes `payment.created` (now, or

@@ -1,16 +1,19 @@
 //! `GET /api/tickets`
 
-use spin_sdk::http::Response;
-use ticketing_common::{http::json_response, ApiError};
+use spin_sdk::http::{Request, Response};
+use ticketing_common::{paging, ApiError};
 
+use crate::listing::Listing;
 use crate::ticket::Tickets;
 
-/// The tickets still for sale (not reserved by an order), oldest first.
-pub fn list() -> Result<Response, ApiError> {
-    let available: Vec<_> = Tickets::open()?
-        .all()?
-        .into_iter()
-        .filter(|ticket| ticket.order_id.is_none())
-        .collect();
-    json_response(200, &available)
+/// The listing's name in its cursors.
+const LISTING: &str = "tickets";
+
+/// One page of the tickets on sale (not reserved by an order), oldest first; `?limit=` and
+/// `?cursor=` as in `paging`, the next page in the `Link` header.
+pub fn list(req: &Request) -> Result<Response, ApiError> {
+    let request = paging::page_request(req.query(), LISTING)?;
+    let tickets = Tickets::open()?;
+    let page = Listing::new(&tickets).page(request.after, request.limit)?;
+    paging::page_response(&page.tickets, "/api/tickets", LISTING, request, page.next)
 }
