@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing need on a fresh machine: the wasm32-wasip2 target, the
 # servers the integration tests start (redis-server, nats-server), and for the browser tests
-# Debian's chromium, Node.js and playwright-core (host/tests/browser). Idempotent.
+# Debian's chromium, Node.js and playwright-core (host/tests/browser), and what the README test
+# uses (curl, iproute2's ip, util-linux's unshare). Idempotent.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -13,6 +14,10 @@ command -v nats-server >/dev/null || missing+=(nats-server)
 [ -x /usr/bin/chromium ] || missing+=(chromium)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)
+# host/tests/readme.rs runs the README's commands (curl among them) in namespaces of their own.
+command -v curl >/dev/null || missing+=(curl)
+command -v ip >/dev/null || missing+=(iproute2)
+command -v unshare >/dev/null || missing+=(util-linux)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]}"
   sudo_cmd=()
