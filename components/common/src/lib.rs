@@ -8,6 +8,7 @@
 //! inside a component.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod copies;
 pub mod errors;

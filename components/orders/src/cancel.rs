@@ -27,6 +27,9 @@ pub fn cancel(
     let now = orders.update_if(
         id,
         |order| {
+            if !orders.was_placed(order)? {
+                return Err(ApiError::NotFound);
+            }
             check(order)?;
             Ok(match order.cancellation() {
                 Cancellation::Cancel(cancelled) => Some(cancelled),

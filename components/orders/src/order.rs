@@ -161,6 +161,30 @@ impl<'a> Orders<'a> {
         self.store.get(&order_key(id))
     }
 
+    /// The order with this id if it was placed (see `was_placed`): what the API shows.
+    pub fn find_placed(&self, id: &str) -> Result<Option<Order>, ApiError> {
+        match self.find(id)? {
+            Some(order) if self.was_placed(&order)? => Ok(Some(order)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Whether `order` won its ticket. Its record is written before the race for the
+    /// reservation (a rival must be able to read the holder), so a record may remain of an
+    /// order that lost, or whose placing stopped half-way (a store error, a host killed),
+    /// if deleting it failed too: such an order never held its ticket and was never
+    /// announced. An order that is still `created` won exactly if the reservation names it;
+    /// any other status was reached by a placed order.
+    pub fn was_placed(&self, order: &Order) -> Result<bool, ApiError> {
+        if !matches!(order.status, OrderStatus::Created | OrderStatus::AwaitingPayment) {
+            return Ok(true);
+        }
+        let holder = self
+            .store
+            .get::<Option<String>>(&reservation_key(&order.ticket.id))?;
+        Ok(holder.flatten().as_deref() == Some(order.id.as_str()))
+    }
+
     /// Up to `limit` of the user's orders after position `after` of their index, oldest
     /// first, and the position of the page's last order when more follow. An index entry
     /// whose order was not kept (it lost its ticket's race) is passed over.
@@ -181,7 +205,7 @@ impl<'a> Orders<'a> {
             let Some(id) = self.store.index_entry(&index, position)? else {
                 continue;
             };
-            if let Some(order) = self.find(&id)? {
+            if let Some(order) = self.find_placed(&id)? {
                 found.push((position, order));
                 if found.len() > limit {
                     break;

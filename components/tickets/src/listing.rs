@@ -31,11 +31,10 @@
 //! when a block sells out or gets a ticket back.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::anyhow;
 use serde::{Deserialize, Serialize};
-use ticketing_common::{listener::ListenerError, paging, store::Store, ApiError};
+use ticketing_common::{clock::now_ms, listener::ListenerError, paging, store::Store, ApiError};
 
 use crate::ticket::{Ticket, Tickets, INDEX_KEY};
 
@@ -426,13 +425,6 @@ fn last_position(block: i64) -> i64 {
 
 fn block_key(b: i64) -> String {
     format!("listing:{b}")
-}
-
-fn now_ms() -> Result<i64, ApiError> {
-    let elapsed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(|e| anyhow!("the clock is before 1970: {e}"))?;
-    Ok(elapsed.as_millis() as i64)
 }
 
 #[cfg(test)]

@@ -338,11 +338,33 @@ impl Host {
     }
 
     /// Stops this host gracefully and starts a new one on the same state dir (and backend).
-    pub fn restart(mut self) -> Host {
+    pub fn restart(self) -> Host {
+        self.restart_with(|_| {})
+    }
+
+    /// `restart`, with `change` made to its config first (e.g. a test mode turned off).
+    pub fn restart_with(mut self, change: impl FnOnce(&mut HostConfig)) -> Host {
         self.stop();
-        let config = self.config.clone();
+        let mut config = self.config.clone();
+        change(&mut config);
         let state = std::mem::replace(&mut self.state, tempfile::tempdir().unwrap());
         Host::launch(config, state)
+    }
+
+    /// Waits for a host that is going down by itself (a test-mode crash) to be gone.
+    pub fn wait_for_exit(&mut self, bound: Duration) -> ExitStatus {
+        let deadline = Instant::now() + bound;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the host is still running:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// SIGTERM, and the exit status once the host has shut down.

@@ -15,7 +15,10 @@
 //!
 //! `increment` is atomic everywhere. Hence:
 //! - **creating** a key exclusively (`insert_new`) claims it first with an increment of its
-//!   claim counter `<key>#created`: the caller that counts 1 creates it, every other loses;
+//!   claim counter `<key>#created`: the caller that counts 1 creates it, every other loses.
+//!   The winner records when it claimed (`<key>#claimed`) and writes within 10 s or not at
+//!   all; a claim still unwritten 30 s after it was made (its writer died) is taken over in
+//!   a new round, `<key>#created:2`, and so on, again with exactly one winner;
 //! - **updating** an existing key is a compare-and-swap from a present value (sound on every
 //!   store), and the value written carries a random write token plus the tokens of the
 //!   writes it was built on. After a swap that reports `cas-failed`, one read tells whether
@@ -32,6 +35,7 @@ use spin_sdk::wit::wasi::keyvalue::{
     store::{self, Bucket},
 };
 
+use crate::clock::now_ms;
 use crate::errors::ApiError;
 use crate::events::Outgoing;
 
@@ -39,6 +43,13 @@ mod outbox;
 
 pub use outbox::Relayed;
 use outbox::{outbox_of, pending, Pending};
+
+/// How long after a claim of `insert_new` a rival may take it over if the key is still not
+/// written (its writer died between claiming and writing): longer than the writer's window
+/// plus any clock difference between hosts.
+pub const CLAIM_TAKEOVER_MS: i64 = 30_000;
+/// A claim's winner writes within this long of claiming, or gives up (503) without writing.
+pub const CLAIM_WRITE_WINDOW_MS: u64 = 10_000;
 
 /// How many times a conditional write is retried after losing a race before it gives up
 /// with a 500. Conflicts are short-lived (another request's single write), so this is
@@ -95,8 +106,9 @@ impl Store {
     /// module's notes). The claim outlives the value: after `withdraw` the key can be
     /// created again; after `delete` it cannot.
     ///
-    /// A host that dies between the claim and the write leaves the key claimed but absent;
-    /// later inserts lose as if it existed.
+    /// A claim whose writer died before writing (a host killed between the two) is taken
+    /// over by an insert made [`CLAIM_TAKEOVER_MS`] after the claim: claims come in rounds,
+    /// and the next round is opened only for a claim that old and still unwritten.
     pub fn insert_new<T: Serialize>(&self, key: &str, value: &T) -> Result<bool, ApiError> {
         self.insert_new_announcing(key, value, Vec::new())
     }
@@ -110,26 +122,63 @@ impl Store {
         events: Vec<Outgoing>,
     ) -> Result<bool, ApiError> {
         let key = self.namespaced(key);
-        let claim = claim_key(&key);
-        let claims = atomics::increment(&self.bucket, &claim, 1)
-            .map_err(|e| store_error(format!("claiming {key}"), e))?;
-        if claims != 1 {
-            return Ok(false);
+        let mut round = 1;
+        loop {
+            let claim = claim_key(&key, round);
+            let claims = atomics::increment(&self.bucket, &claim, 1)
+                .map_err(|e| store_error(format!("claiming {key}"), e))?;
+            if claims == 1 {
+                return self.write_claimed(&key, round, to_json(value)?, events);
+            }
+            // Lost this round: its winner wrote the key, is writing it, or died first.
+            if self.exists_namespaced(&key)? || !self.claim_abandoned(&key, round)? {
+                return Ok(false);
+            }
+            round += 1;
         }
+    }
+
+    /// The write of the winner of claim round `round`: it records when it claimed, so
+    /// that a rival can tell a dead writer from a slow one, and writes only within
+    /// [`CLAIM_WRITE_WINDOW_MS`] of claiming, so that it never writes after a takeover.
+    fn write_claimed(
+        &self,
+        key: &str,
+        round: u32,
+        value: serde_json::Value,
+        events: Vec<Outgoing>,
+    ) -> Result<bool, ApiError> {
+        let claimed = std::time::Instant::now();
         // A key created before claim counters existed is taken, whatever the count says.
-        if self
-            .bucket
-            .exists(&key)
-            .map_err(|e| store_error(format!("reading {key}"), e))?
-        {
+        if self.exists_namespaced(key)? {
             return Ok(false);
         }
-        self.write_announcing(&key, to_json(value)?, events, |bytes| {
+        self.set_namespaced(&claimed_at_key(key, round), &now_ms()?)?;
+        self.write_announcing(key, value, events, |bytes| {
+            if claimed.elapsed() > Duration::from_millis(CLAIM_WRITE_WINDOW_MS) {
+                return Err(ApiError::unavailable(anyhow!(
+                    "creating {key}: gave up, {CLAIM_WRITE_WINDOW_MS} ms after claiming it"
+                )));
+            }
             self.bucket
-                .set(&key, bytes)
+                .set(key, bytes)
                 .map_err(|e| store_error(format!("creating {key}"), e))
         })?;
         Ok(true)
+    }
+
+    /// Whether round `round`'s claim of `key` (absent) is old enough to take over. When its
+    /// winner died before recording its time, the first rival to look records its own.
+    fn claim_abandoned(&self, key: &str, round: u32) -> Result<bool, ApiError> {
+        let at_key = claimed_at_key(key, round);
+        let now = now_ms()?;
+        match self.get_namespaced::<i64>(&at_key)? {
+            Some(claimed) => Ok(now - claimed >= CLAIM_TAKEOVER_MS),
+            None => {
+                self.set_namespaced(&at_key, &now)?;
+                Ok(false)
+            }
+        }
     }
 
     /// Stores `value` under a new `key` (as `put`) and records `events` with it, published
@@ -182,14 +231,23 @@ impl Store {
         Ok(())
     }
 
-    /// Removes a key made by `insert_new` together with its claim, so that it can be
+    /// Removes a key made by `insert_new` together with its claims, so that it can be
     /// created again. An insert racing with the withdrawal may lose once more.
     pub fn withdraw(&self, key: &str) -> Result<(), ApiError> {
         self.delete(key)?;
-        let claim = claim_key(&self.namespaced(key));
-        self.bucket
-            .delete(&claim)
-            .map_err(|e| store_error(format!("deleting {claim}"), e))?;
+        let key = self.namespaced(key);
+        // Rounds beyond the first exist only after a takeover; the first missing ends them.
+        for round in 1.. {
+            let claim = claim_key(&key, round);
+            if round > 1 && !self.exists_namespaced(&claim)? {
+                break;
+            }
+            for name in [claim, claimed_at_key(&key, round)] {
+                self.bucket
+                    .delete(&name)
+                    .map_err(|e| store_error(format!("deleting {name}"), e))?;
+            }
+        }
         Ok(())
     }
 
@@ -386,6 +444,26 @@ impl Store {
         Ok(stored.is_some_and(|bytes| write_tokens(&bytes).contains(&token)))
     }
 
+    fn exists_namespaced(&self, key: &str) -> Result<bool, ApiError> {
+        self.bucket
+            .exists(key)
+            .map_err(|e| store_error(format!("reading {key}"), e))
+    }
+
+    fn get_namespaced<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>, ApiError> {
+        let bytes = self
+            .bucket
+            .get(key)
+            .map_err(|e| store_error(format!("reading {key}"), e))?;
+        bytes.map(|bytes| decode(key, &bytes)).transpose()
+    }
+
+    fn set_namespaced<T: Serialize>(&self, key: &str, value: &T) -> Result<(), ApiError> {
+        self.bucket
+            .set(key, &encode(value)?)
+            .map_err(|e| store_error(format!("writing {key}"), e))
+    }
+
     fn begin_cas(&self, key: &str) -> Result<Cas, ApiError> {
         Cas::new(&self.bucket, key).map_err(|e| store_error(format!("watching {key}"), e))
     }
@@ -433,9 +511,23 @@ pub fn namespaced_key(label: &str, key: &str) -> String {
     format!("{label}:{key}")
 }
 
-fn claim_key(key: &str) -> String {
-    format!("{key}#created")
+/// The claim counter of round `round` of creating `key` (the first round's name predates
+/// rounds).
+fn claim_key(key: &str, round: u32) -> String {
+    match round {
+        1 => format!("{key}#created"),
+        _ => format!("{key}#created:{round}"),
+    }
 }
+
+/// When round `round`'s winner claimed `key` (unix ms).
+fn claimed_at_key(key: &str, round: u32) -> String {
+    match round {
+        1 => format!("{key}#claimed"),
+        _ => format!("{key}#claimed:{round}"),
+    }
+}
+
 
 /// A failed store call: a 503 when the store did not answer (`other`), a 500 when the
 /// component is configured wrong (no such store, access denied).

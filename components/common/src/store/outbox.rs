@@ -26,13 +26,12 @@
 //! idempotently anyway.
 
 use std::collections::BTreeSet;
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use spin_sdk::wit::wasi::keyvalue::atomics;
 
 use super::{store_error, Store};
+use crate::clock::now_ms;
 use crate::errors::ApiError;
 use crate::events::{self, Outgoing};
 
@@ -221,13 +220,6 @@ impl Store {
 
 fn entry_key(n: i64) -> String {
     format!("{JOURNAL}:{n}")
-}
-
-fn now_ms() -> Result<i64, ApiError> {
-    let elapsed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?;
-    Ok(i64::try_from(elapsed.as_millis()).context("the clock is far in the future")?)
 }
 
 #[cfg(test)]

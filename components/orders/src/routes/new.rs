@@ -1,12 +1,11 @@
 //! `POST /api/orders`
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
-use anyhow::Context;
 use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 use ticketing_common::{
-    auth, config,
+    auth,
+    clock::now_ms,
+    config,
     errors::check_fields,
     http::{json_body, json_response, optional_field},
     ids::{is_valid_id, new_id},
@@ -56,12 +55,7 @@ pub fn create(req: &Request) -> Result<Response, ApiError> {
         "expiration_window_seconds",
         DEFAULT_EXPIRATION_WINDOW_SECONDS,
     )?;
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_millis();
-    let now_ms = i64::try_from(now_ms).context("the clock is past the year 292 million")?;
-    let order = Order::new(new_id()?, user.id, ticket, expires_at(now_ms, window)?);
+    let order = Order::new(new_id()?, user.id, ticket, expires_at(now_ms()?, window)?);
 
     if !Orders::new(&store).place(&order)? {
         return Err(ApiError::bad_request("Ticket is already reserved"));

@@ -1,11 +1,13 @@
 //! `POST /api/payments`
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use spin_sdk::http::{Request, Response};
 use ticketing_common::{
-    auth, config,
+    auth,
+    clock::now_ms,
+    config,
     errors::check_fields,
     http::{json_body, json_response, optional_field},
     ids::{self, new_id},
@@ -118,13 +120,9 @@ fn may_arrive(order_id: &str) -> Result<bool, ApiError> {
     let Some(created) = ids::created_at(order_id) else {
         return Ok(false);
     };
-    let window: u64 = config::variable_or("expiration_window_seconds", 15 * 60)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_err(anyhow::Error::from)?
-        .as_secs();
-    let age = now.abs_diff(u64::from(created));
-    Ok(age <= window.saturating_add(60))
+    let window_ms: i64 = config::variable_or("expiration_window_seconds", 15 * 60)? * 1000;
+    let age_ms = now_ms()?.abs_diff(i64::from(created) * 1000);
+    Ok(age_ms <= window_ms.saturating_add(60_000).unsigned_abs())
 }
 
 /// Charges the order and stores its payment, which publishes `payment.created` (now, or

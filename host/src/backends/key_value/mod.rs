@@ -4,6 +4,7 @@
 
 mod embedded;
 mod redis;
+pub mod crash_point;
 pub mod spin_semantics;
 
 pub use self::embedded::{EmbeddedKeyValue, EmbeddedState};
@@ -127,6 +128,13 @@ impl KeyValueStores {
                 spin_semantics::ENV_VAR
             );
         }
+        let crash_point = crash_point::from_env();
+        if let Some(pattern) = &crash_point {
+            tracing::warn!(
+                "test mode: the host kills itself after writing a key containing {pattern:?} ({})",
+                crash_point::ENV_VAR
+            );
+        }
         let mut stores = BTreeMap::new();
         for label in labels {
             let store = match configs.get(label) {
@@ -169,6 +177,13 @@ impl KeyValueStores {
                 Some(semantics) => OpenStore {
                     backend: semantics.wrap(store.backend),
                     summary: format!("{} with Spin's {semantics:?} semantics", store.summary),
+                },
+                None => store,
+            };
+            let store = match &crash_point {
+                Some(pattern) => OpenStore {
+                    backend: crash_point::wrap(pattern.clone(), store.backend),
+                    summary: format!("{}, crashing after writing *{pattern}*", store.summary),
                 },
                 None => store,
             };
