@@ -143,9 +143,11 @@ fn a_ticket_whose_order_died_after_claiming_it_can_be_ordered_again(config: Host
     let mut host = host.restart_with(|config| {
         config.env.push((CRASH_VAR.into(), crash_point));
     });
-    let died = host
-        .client()
-        .try_post("/api/orders", json!({ "ticketId": ticket }));
+    // The same buyer, on the restarted host (its port is new, its session still good).
+    let session = buyer.cookie.clone();
+    let mut buyer = host.client();
+    buyer.cookie = session;
+    let died = buyer.try_post("/api/orders", json!({ "ticketId": ticket }));
     assert!(died.is_err(), "the host died mid-order: {died:?}");
     host.wait_for_exit(Duration::from_secs(20));
     let host = host.restart_with(|config| config.env.retain(|(name, _)| name != CRASH_VAR));

@@ -26,7 +26,6 @@
 //! idempotently anyway.
 
 use std::collections::BTreeSet;
-use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
 use spin_sdk::wit::wasi::keyvalue::atomics;
 
