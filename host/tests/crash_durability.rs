@@ -86,10 +86,8 @@ fn acknowledged_creates_survive_a_sigkill_under_concurrent_load() {
         );
         assert_eq!(reply.json(), *ticket);
     }
-    let listed = reader.get("/api/tickets").json();
+    let listed = reader.get_all("/api/tickets");
     let listed: std::collections::HashSet<&str> = listed
-        .as_array()
-        .unwrap()
         .iter()
         .map(|ticket| ticket["id"].as_str().unwrap())
         .collect();

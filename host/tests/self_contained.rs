@@ -28,6 +28,10 @@ fn no_tracked_file_refers_to_a_path_outside_the_repository() {
     let mut outside = Vec::new();
     for file in listed.stdout.split(|b| *b == 0).filter(|f| !f.is_empty()) {
         let file = Path::new(std::str::from_utf8(file).unwrap());
+        // This file names such paths to check them.
+        if file == Path::new("host/tests/self_contained.rs") {
+            continue;
+        }
         // Deleted in the work tree, or not text: nothing to read.
         let Ok(text) = std::fs::read_to_string(root.join(file)) else {
             continue;
