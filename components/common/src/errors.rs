@@ -53,8 +53,8 @@ pub enum ApiError {
     /// 503, a backend (the key-value store, the event bus) did not answer: nothing the
     /// client did wrong, and worth retrying. The cause is logged.
     Unavailable(anyhow::Error),
-    /// 503 with this message: what the request needs is on its way (an event the service
-    /// has not received yet); the same request succeeds a moment later.
+    /// 409 with this message and `Retry-After`: what the request needs is on its way (an
+    /// event the service has not received yet); the same request succeeds a moment later.
     NotYet(String),
 }
 
@@ -76,7 +76,8 @@ impl ApiError {
             Self::NotFound => 404,
             Self::PayloadTooLarge => 413,
             Self::Internal(_) => 500,
-            Self::Unavailable(_) | Self::NotYet(_) => 503,
+            Self::NotYet(_) => 409,
+            Self::Unavailable(_) => 503,
         }
     }
 
@@ -110,7 +111,7 @@ impl ApiError {
     }
 
     /// The HTTP response for this error; the cause of a 500 or 503 goes to the log (stderr).
-    /// A 503 says when to try again (`Retry-After`, in seconds).
+    /// A 503 and a 409 "not yet" say when to try again (`Retry-After`, in seconds).
     pub fn into_response(self) -> Response {
         match &self {
             Self::Internal(cause) => eprintln!("internal error: {cause:#}"),
@@ -236,9 +237,9 @@ mod tests {
     }
 
     #[test]
-    fn not_yet_is_a_503_that_says_what() {
+    fn not_yet_is_a_409_that_says_what() {
         let error = ApiError::NotYet("This order is not ready for payment yet, try again".into());
-        assert_eq!(error.status(), 503);
+        assert_eq!(error.status(), 409);
         assert_eq!(
             body_json(&error),
             json!({"errors": [{"message": "This order is not ready for payment yet, try again"}]})

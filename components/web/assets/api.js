@@ -83,11 +83,11 @@ async function call(method, path, body) {
 }
 
 /**
- * Calls `attempt` until it does not fail with 404 or 503, for at most `timeoutMs`. Services
- * learn of each other's tickets and orders through events, a moment after they were made:
- * an order for a ticket the orders service has not heard of yet is a 404 for that moment,
- * a payment for an order the payments service has not heard of yet a 503 ("try again"),
- * as is a request while a backend is away.
+ * Calls `attempt` until it does not fail with 404, 409 or 503, for at most `timeoutMs`.
+ * Services learn of each other's tickets and orders through events, a moment after they were
+ * made: an order for a ticket the orders service has not heard of yet is a 404 for that
+ * moment, a payment for an order the payments service has not heard of yet a 409 ("try
+ * again"); a 503 is a backend away for a moment.
  */
 export async function retryWhileNotReady(attempt, timeoutMs = 60000) {
   const deadline = Date.now() + timeoutMs;
@@ -95,7 +95,7 @@ export async function retryWhileNotReady(attempt, timeoutMs = 60000) {
     try {
       return await attempt();
     } catch (error) {
-      const retried = error instanceof ApiError && (error.status === 404 || error.status === 503);
+      const retried = error instanceof ApiError && [404, 409, 503].includes(error.status);
       if (!retried || Date.now() + wait > deadline) {
         throw error;
       }
