@@ -2,8 +2,9 @@
 //!
 //! Each round claims up to a batch of due timers (leased, so hosts sharing a Redis store
 //! never fire the same one at the same time), publishes each with its stable message id and
-//! then completes it. A timer whose publish fails is left claimed: when its lease runs out it
-//! is claimed and published again. Between rounds the driver sleeps until the next due time,
+//! then completes it. A timer whose publish fails (the bus is away) is published again every
+//! 2 s at most while its lease holds, then left claimed: when the lease runs out it is claimed
+//! and published again. Between rounds the driver sleeps until the next due time,
 //! at most one poll interval (timers scheduled by other hosts, and leases running out, are
 //! noticed by polling), and wakes at once when this host schedules a timer.
 
@@ -182,31 +183,55 @@ impl Driver {
     }
 }
 
-/// Publishes one claimed timer, then removes it. On failure it stays claimed, to be fired
-/// again once the lease runs out.
+/// First wait before publishing a timer again after its publish failed (the bus is away);
+/// it doubles up to [`MAX_PUBLISH_RETRY`].
+const FIRST_PUBLISH_RETRY: Duration = Duration::from_millis(250);
+const MAX_PUBLISH_RETRY: Duration = Duration::from_secs(2);
+
+/// Publishes one claimed timer, then removes it. A failed publish (the bus is away) is tried
+/// again every few seconds at most while the claim's lease holds, so that a timer fires
+/// about when the bus is back, not a lease later; past the lease it is claimed again (by
+/// this host or another) and fired then.
 async fn fire(
     store: Arc<dyn TimerStore>,
     bus: Arc<dyn EventBus>,
     timer: DueTimer,
-    publish_timeout: Duration,
+    lease: Duration,
 ) {
     let event = Event {
         subject: timer.subject.clone(),
         payload: timer.payload.clone(),
         message_id: timer.message_id(),
     };
-    let published = match tokio::time::timeout(publish_timeout, bus.publish(event)).await {
-        Ok(result) => result,
-        Err(_) => Err(anyhow::anyhow!("no answer within {publish_timeout:?}")),
-    };
-    if let Err(error) = published {
-        tracing::warn!(
+    // Leave a second of the lease unused, so the last try never outlives the claim.
+    let give_up = tokio::time::Instant::now() + lease.saturating_sub(Duration::from_secs(1));
+    let mut retry = FIRST_PUBLISH_RETRY;
+    loop {
+        let published = match tokio::time::timeout_at(give_up, bus.publish(event.clone())).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(anyhow::anyhow!("no answer within the claim's lease ({lease:?})")),
+        };
+        let Err(error) = published else {
+            break;
+        };
+        if tokio::time::Instant::now() + retry >= give_up {
+            tracing::warn!(
+                key = %timer.key,
+                subject = %timer.subject,
+                error = %format!("{error:#}"),
+                "timer not published; it fires again when its lease runs out"
+            );
+            return;
+        }
+        tracing::debug!(
             key = %timer.key,
-            subject = %timer.subject,
             error = %format!("{error:#}"),
-            "timer not published; it fires again when its lease runs out"
+            retry_in_ms = retry.as_millis() as u64,
+            "timer not published yet"
         );
-        return;
+        tokio::time::sleep(retry).await;
+        retry = (retry * 2).min(MAX_PUBLISH_RETRY);
     }
     let late_ms = now_unix_ms().saturating_sub(timer.due_unix_ms);
     crate::observability::metrics::timer_fired(Duration::from_millis(late_ms));
