@@ -14,7 +14,7 @@
 //! `delay`; `term` drops it; the delivery count is reported with each delivery.
 
 mod embedded;
-mod nats;
+pub mod nats;
 pub mod subject;
 
 pub use self::embedded::EmbeddedEventBus;
@@ -226,6 +226,9 @@ pub struct StreamConfig {
     /// zero keeps them forever. The embedded queue drops an event once every consumer has
     /// settled it.
     pub max_age: Duration,
+    /// Copies JetStream keeps of the stream, on as many servers of a cluster (1 to 5; an
+    /// odd number survives the loss of a minority). Applied when the stream is created.
+    pub replicas: usize,
 }
 
 impl Default for StreamConfig {
@@ -235,6 +238,7 @@ impl Default for StreamConfig {
             subjects: vec!["ticketing.>".to_owned()],
             duplicate_window: Duration::from_secs(120),
             max_age: DEFAULT_MAX_AGE,
+            replicas: 1,
         }
     }
 }
@@ -304,7 +308,11 @@ pub async fn open(
         );
         Ok(Arc::new(bus))
     } else {
-        let shown_url = super::key_value::redact_url(nats_url);
+        let shown_url = nats_url
+            .split(',')
+            .map(|server| super::key_value::redact_url(server.trim()))
+            .collect::<Vec<_>>()
+            .join(",");
         let bus = NatsEventBus::connect(nats_url, stream)
             .await
             .with_context(|| format!("event bus: cannot use NATS JetStream at {shown_url}"))?;

@@ -14,6 +14,7 @@ use async_nats::jetstream::{self, consumer, stream, AckKind};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 
+use super::super::key_value::redact_url;
 use super::{
     subject, Acker, Consumer, ConsumerLag, ConsumerOptions, Delivery, Event, EventBus, StreamConfig,
 };
@@ -40,19 +41,23 @@ pub struct NatsEventBus {
 }
 
 impl NatsEventBus {
-    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`) and gets or creates the stream.
+    /// Connects to `url` (e.g. `nats://127.0.0.1:4222`, or several servers of a cluster
+    /// separated by commas, as NATS clients take them) and gets or creates the stream. The
+    /// servers are tried in turn: one that answers is enough, and the client fails over to
+    /// the others (and to those the cluster tells it of) when it loses its server.
     ///
     /// An existing stream is used as it is (operators may have tuned its limits or
     /// replicas); if it does not capture all of `config.subjects`, publishing to the missing
     /// ones fails, so that is logged at start-up.
     pub async fn connect(url: &str, config: &StreamConfig) -> anyhow::Result<Self> {
         config.check()?;
+        let servers = server_addresses(url)?;
         let client = async_nats::ConnectOptions::new()
             .name("ticketing-host")
             .connection_timeout(CONNECT_TIMEOUT)
-            .connect(url)
+            .connect(servers)
             .await
-            .context("cannot connect")?;
+            .context("cannot connect to any of the servers")?;
         let jetstream = jetstream::new(client.clone());
         let mut stream = jetstream
             .get_or_create_stream(stream::Config {
@@ -61,6 +66,7 @@ impl NatsEventBus {
                 storage: stream::StorageType::File,
                 duplicate_window: config.duplicate_window,
                 max_age: config.max_age,
+                num_replicas: config.replicas,
                 ..Default::default()
             })
             .await
@@ -186,6 +192,23 @@ impl EventBus for NatsEventBus {
             ack_pending: info.num_ack_pending as u64,
         }))
     }
+}
+
+/// The servers of a NATS URL list: `nats://a:4222,nats://b:4222` (blanks around commas
+/// allowed).
+pub fn server_addresses(url: &str) -> anyhow::Result<Vec<async_nats::ServerAddr>> {
+    let servers: Vec<async_nats::ServerAddr> = url
+        .split(',')
+        .map(str::trim)
+        .filter(|server| !server.is_empty())
+        .map(|server| {
+            server
+                .parse()
+                .with_context(|| format!("NATS server URL {:?}", redact_url(server)))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    anyhow::ensure!(!servers.is_empty(), "no NATS server URL in {url:?}");
+    Ok(servers)
 }
 
 async fn pull(consumer: &consumer::PullConsumer) -> anyhow::Result<consumer::pull::Stream> {

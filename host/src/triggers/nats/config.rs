@@ -2,10 +2,12 @@
 //!
 //! ```toml
 //! [application.trigger.nats]                 # every key optional; defaults shown
-//! url = "{{ nats_url }}"                     # "" = the embedded queue in the state dir
+//! url = "{{ nats_url }}"                     # "" = the embedded queue in the state dir;
+//!                                            # several servers: "nats://a:4222,nats://b:4222"
 //! stream = "TICKETING"
 //! stream_subjects = ["ticketing.>"]
 //! stream_max_age_seconds = 604800            # how long JetStream keeps events; 0 = forever
+//! stream_replicas = 1                        # copies in a JetStream cluster (1-5; or a template)
 //! max_deliver = 10                           # deliveries per event, the first included
 //! ack_wait_seconds = 5                       # redelivery after a host dies mid-event
 //! retry_delay_ms = 500                       # first retry-later delay; doubles per delivery
@@ -110,6 +112,8 @@ struct RawSettings {
     stream: Option<String>,
     stream_subjects: Option<Vec<String>>,
     stream_max_age_seconds: Option<u64>,
+    /// A number, or a template such as "{{ nats_stream_replicas }}".
+    stream_replicas: Option<toml::Value>,
     max_deliver: Option<u32>,
     ack_wait_seconds: Option<u64>,
     retry_delay_ms: Option<u64>,
@@ -227,7 +231,19 @@ fn settings(
             .stream_max_age_seconds
             .map(Duration::from_secs)
             .unwrap_or(defaults.stream.max_age),
+        replicas: match &raw.stream_replicas {
+            None => defaults.stream.replicas,
+            Some(toml::Value::Integer(n)) => usize::try_from(*n).unwrap_or(0),
+            Some(toml::Value::String(text)) => {
+                let text = render("stream_replicas", text)?;
+                text.trim().parse().unwrap_or(0)
+            }
+            Some(other) => bail!("`stream_replicas` must be a number, not {other}"),
+        },
     };
+    if !(1..=5).contains(&stream.replicas) {
+        bail!("`stream_replicas` must be a whole number from 1 to 5 (JetStream's range)");
+    }
     stream.check()?;
 
     let max_deliver = raw.max_deliver.unwrap_or(defaults.max_deliver);
@@ -516,6 +532,35 @@ mod tests {
             ]
         );
         assert_eq!(config.components(), ["orders", "tickets"]);
+    }
+
+    #[test]
+    fn stream_replicas_are_a_number_or_a_template_from_1_to_5() {
+        let replicas = |value: &str, vars: &[(&str, &str)]| {
+            load(&format!("[application.trigger.nats]\nstream_replicas = {value}"), vars)
+                .map(|config| config.settings.stream.replicas)
+        };
+        assert_eq!(load("", &[]).unwrap().settings.stream.replicas, 1);
+        assert_eq!(replicas("3", &[]).unwrap(), 3);
+        assert_eq!(replicas("\"{{ r }}\"", &[("r", "5")]).unwrap(), 5);
+        for bad in ["0", "6", "-1", "\"three\"", "2.5", "true"] {
+            assert!(replicas(bad, &[]).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn several_server_urls_are_kept_as_given() {
+        let url = "nats://a:4222, nats://b:4222,nats://c:4222";
+        let config = load(
+            "[application.trigger.nats]\nurl = \"{{ nats_url }}\"",
+            &[("nats_url", url)],
+        )
+        .unwrap();
+        assert_eq!(config.settings.url, url);
+        let servers = crate::backends::event_bus::nats::server_addresses(url).unwrap();
+        assert_eq!(servers.len(), 3);
+        assert!(crate::backends::event_bus::nats::server_addresses(" , ").is_err());
+        assert!(crate::backends::event_bus::nats::server_addresses("nats://a:x").is_err());
     }
 
     #[test]
