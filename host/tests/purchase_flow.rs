@@ -7,39 +7,6 @@ use std::time::Duration;
 use support::stripe::StripeFake;
 use support::*;
 
-/// What a host runs on: nothing but its state dir, or NATS + Redis started for the test.
-enum Platform {
-    Embedded,
-    Servers { nats: Nats, redis: Redis },
-}
-
-impl Platform {
-    fn servers() -> Platform {
-        Platform::Servers {
-            nats: Nats::start(),
-            redis: Redis::start(),
-        }
-    }
-
-    /// The app with an order window of `window_secs`, paying through `stripe`.
-    fn host(&self, window_secs: u32, stripe: &StripeFake) -> HostConfig {
-        let backend = match self {
-            Platform::Embedded => Backend::Embedded,
-            Platform::Servers { redis, .. } => Backend::Redis(redis.url()),
-        };
-        let config = HostConfig::app(backend)
-            .var("expiration_window_seconds", &window_secs.to_string())
-            .var("stripe_secret_key", support::stripe::SECRET_KEY)
-            .var("stripe_api_base", &stripe.base_url());
-        match self {
-            Platform::Embedded => config,
-            Platform::Servers { nats, redis } => config
-                .var("nats_url", &nats.url())
-                .var("timers_url", &redis.url()),
-        }
-    }
-}
-
 /// Orders a ticket, waiting until the orders service has heard of it (ticket.created).
 fn place_order(buyer: &mut Client, ticket_id: &str) -> Value {
     eventually("the orders service knows the ticket", || {
@@ -194,7 +161,7 @@ fn let_an_order_expire(platform: Platform) {
             .then_some(())
     });
     let late = pay(&mut buyer, order_id, "tok_visa");
-    late.assert_error(400, &["Cannot pay for a cancelled order"]);
+    late.assert_error(400, &["Order has expired"]);
     assert!(
         stripe.charges().is_empty(),
         "nothing charged for an expired order"

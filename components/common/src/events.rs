@@ -151,6 +151,36 @@ impl Event for PaymentCreated {
     const PUBLISHER: &'static str = "payments";
 }
 
+/// `payment.expired`: an order's time ran out with no payment accepted, and none will be:
+/// the payments service closed it to payment (on the order's `expiration.complete`), so the
+/// orders service may cancel it. A payment accepted before wins over the expiry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentExpired {
+    pub order_id: String,
+}
+
+impl Event for PaymentExpired {
+    const NAME: &'static str = "payment.expired";
+    const PUBLISHER: &'static str = "payments";
+}
+
+/// `payment.refunded`: a payment that could not stand (its order was cancelled by its user
+/// while the payment went through) was refunded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PaymentRefunded {
+    pub id: String,
+    pub order_id: String,
+    pub stripe_id: String,
+    pub refund_id: String,
+}
+
+impl Event for PaymentRefunded {
+    const NAME: &'static str = "payment.refunded";
+    const PUBLISHER: &'static str = "payments";
+}
+
 /// The event name of the NATS trigger's periodic tick (`[application.trigger.nats]
 /// tick_subject`): services that publish handle it by relaying their outbox (see `store`).
 pub const OUTBOX_RELAY: &str = "outbox.relay";

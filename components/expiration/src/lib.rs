@@ -4,8 +4,8 @@
 //! (`ticketing:platform/scheduler`), so this service keeps no state of its own, and every
 //! handler is idempotent: scheduling is an upsert by key, cancelling an absent timer is fine.
 
-use chrono::DateTime;
 use ticketing_common::{
+    clock,
     events::{self, Event, ExpirationComplete, OrderCancelled, OrderCreated, PaymentCreated},
     listener::{decode, scheduler, unknown_event, ListenerError},
 };
@@ -55,8 +55,7 @@ fn expiration_payload(order_id: &str) -> Vec<u8> {
 
 /// Milliseconds since the Unix epoch of an RFC 3339 time; a time before 1970 is due at once.
 fn due_unix_ms(rfc3339: &str) -> Option<u64> {
-    let time = DateTime::parse_from_rfc3339(rfc3339).ok()?;
-    Some(u64::try_from(time.timestamp_millis()).unwrap_or(0))
+    Some(u64::try_from(clock::rfc3339_ms(rfc3339)?).unwrap_or(0))
 }
 
 #[cfg(test)]

@@ -1,8 +1,13 @@
-//! The events the orders service consumes: ticket copies from the tickets service, order
-//! expirations from the expiration service, payments from the payments service.
+//! The events the orders service consumes: ticket copies from the tickets service, and from
+//! the payments service its decisions on each order: paid (`payment.created`), expired
+//! unpaid (`payment.expired`: the payments service closed it to payment, so no payment taken
+//! before its time is lost to the expiry), or a payment refunded (`payment.refunded`).
 
 use ticketing_common::{
-    events::{self, Event, ExpirationComplete, PaymentCreated, TicketCreated, TicketUpdated},
+    events::{
+        self, Event, PaymentCreated, PaymentExpired, PaymentRefunded, TicketCreated,
+        TicketUpdated,
+    },
     listener::{self, decode, unknown_event, ListenerError},
     store::Store,
     ApiError,
@@ -19,8 +24,9 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
     match name {
         TicketCreated::NAME => ticket_created(&store, decode(payload)?),
         TicketUpdated::NAME => ticket_updated(&store, decode(payload)?),
-        ExpirationComplete::NAME => expiration_complete(&store, decode(payload)?),
+        PaymentExpired::NAME => payment_expired(&store, decode(payload)?),
         PaymentCreated::NAME => payment_created(&store, decode(payload)?),
+        PaymentRefunded::NAME => payment_refunded(&store, decode(payload)?),
         events::OUTBOX_RELAY => listener::relay_outbox(&store),
         other => Err(unknown_event(other)),
     }
@@ -38,8 +44,9 @@ fn ticket_updated(store: &Store, event: TicketUpdated) -> Result<(), ListenerErr
     Ok(())
 }
 
-/// An order's time is up: it is cancelled unless it is complete or cancelled already.
-fn expiration_complete(store: &Store, event: ExpirationComplete) -> Result<(), ListenerError> {
+/// An order's time is up and no payment has it: it is cancelled unless it is complete or
+/// cancelled already.
+fn payment_expired(store: &Store, event: PaymentExpired) -> Result<(), ListenerError> {
     match cancel::cancel(store, &event.order_id, |_| Ok(())) {
         Ok(_) => Ok(()),
         Err(ApiError::NotFound) => Err(no_such_order(&event.order_id)),
@@ -47,8 +54,9 @@ fn expiration_complete(store: &Store, event: ExpirationComplete) -> Result<(), L
     }
 }
 
-/// An order was paid: it is complete. A payment for an order cancelled meanwhile leaves it
-/// cancelled (its ticket may be someone else's by now) and is logged for a refund.
+/// An order was paid: it is complete. A payment for an order its user cancelled meanwhile
+/// leaves it cancelled (its ticket may be someone else's by now): the payments service
+/// refunds it (`payment.refunded`).
 fn payment_created(store: &Store, event: PaymentCreated) -> Result<(), ListenerError> {
     let orders = Orders::new(store);
     let outcome = orders.update_if(
@@ -62,13 +70,20 @@ fn payment_created(store: &Store, event: PaymentCreated) -> Result<(), ListenerE
         |_| Ok(Vec::new()),
     );
     match outcome {
-        Ok(now) if now.value.completion() == Completion::Cancelled => {
-            eprintln!(
-                "payment {} (charge {}) is for order {}, which was cancelled: refund it",
-                event.id, event.stripe_id, event.order_id
-            );
-            Ok(())
-        }
+        Ok(_) => Ok(()),
+        Err(ApiError::NotFound) => Err(no_such_order(&event.order_id)),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// A payment of a cancelled order was refunded: the order says so.
+fn payment_refunded(store: &Store, event: PaymentRefunded) -> Result<(), ListenerError> {
+    let outcome = Orders::new(store).update_if(
+        &event.order_id,
+        |order| Ok((!order.refunded).then(|| order.marked_refunded())),
+        |_| Ok(Vec::new()),
+    );
+    match outcome {
         Ok(_) => Ok(()),
         Err(ApiError::NotFound) => Err(no_such_order(&event.order_id)),
         Err(error) => Err(error.into()),

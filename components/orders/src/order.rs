@@ -35,6 +35,10 @@ pub struct Order {
     pub expires_at: String,
     pub version: u64,
     pub ticket: TicketCopy,
+    /// Present (true) once a payment of the order was refunded: the order was cancelled by
+    /// its user while the payment went through.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refunded: bool,
 }
 
 /// What cancelling an order comes to.
@@ -69,6 +73,16 @@ impl Order {
             expires_at,
             version: 0,
             ticket,
+            refunded: false,
+        }
+    }
+
+    /// The order noting that its payment was refunded, one version later.
+    pub fn marked_refunded(&self) -> Order {
+        Order {
+            refunded: true,
+            version: self.version + 1,
+            ..self.clone()
         }
     }
 
@@ -338,6 +352,7 @@ mod tests {
                 price: 20.1,
                 version: 0,
             },
+            refunded: false,
         }
     }
 
@@ -354,6 +369,17 @@ mod tests {
                 "ticket": {"id": "507f1f77bcf86cd799439011", "title": "Opera", "price": 20.1, "version": 0}
             })
         );
+    }
+
+    #[test]
+    fn a_refund_shows_on_the_order_and_bumps_its_version() {
+        let refunded = order(OrderStatus::Cancelled).marked_refunded();
+        assert_eq!(refunded.version, 1);
+        assert_eq!(serde_json::to_value(&refunded).unwrap()["refunded"], true);
+        assert!(serde_json::to_value(order(OrderStatus::Created))
+            .unwrap()
+            .get("refunded")
+            .is_none());
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! every order from the orders service's events (see `listeners`). State lives in the
 //! key-value store labelled `payments` (see `order` and `payment`).
 
+mod charge;
 mod listeners;
 mod order;
 mod payment;

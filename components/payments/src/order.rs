@@ -1,13 +1,14 @@
 //! The payments service's copy of each order, kept from the orders service's events, in the
 //! `payments` store:
 //!
-//! - `order:<id>` → `{id, version, userId, price, status}`
+//! - `order:<id>` → `{id, version, userId, price, status, expiresAt}`
 //!
 //! `order.created` inserts the copy (a redelivery finds it and changes nothing);
 //! `order.cancelled` applies to it by the versioned-apply rule.
 
 use serde::{Deserialize, Serialize};
 use ticketing_common::{
+    clock,
     copies::{Copies, Versioned},
     events::{OrderCreated, OrderStatus},
     store::Store,
@@ -22,6 +23,9 @@ pub struct OrderCopy {
     #[serde(serialize_with = "ticketing_common::price::serialize")]
     pub price: f64,
     pub status: OrderStatus,
+    /// RFC 3339; absent in copies made before copies kept it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<String>,
 }
 
 impl Versioned for OrderCopy {
@@ -42,6 +46,7 @@ impl From<OrderCreated> for OrderCopy {
             user_id: event.user_id,
             price: event.ticket.price,
             status: event.status,
+            expires_at: Some(event.expires_at),
         }
     }
 }
@@ -51,6 +56,14 @@ impl OrderCopy {
     /// (whether it is paid already is the payment claim's business).
     pub fn is_payable(&self) -> bool {
         self.status != OrderStatus::Cancelled
+    }
+
+    /// Whether the order's time is up at `now_ms`: from `expiresAt` on, no payment is taken.
+    pub fn has_expired(&self, now_ms: i64) -> bool {
+        self.expires_at
+            .as_deref()
+            .and_then(clock::rfc3339_ms)
+            .is_some_and(|expires| now_ms >= expires)
     }
 
     /// The copy cancelled (the version is the caller's business).
@@ -92,8 +105,20 @@ mod tests {
         assert_eq!(
             serde_json::to_value(OrderCopy::from(created())).unwrap(),
             json!({"id": "6500000000000000000000aa", "version": 0,
-                   "userId": "64f0c0de0123456789abcdef", "price": 20.1, "status": "created"})
+                   "userId": "64f0c0de0123456789abcdef", "price": 20.1, "status": "created",
+                   "expiresAt": "2026-11-25T12:15:00.000Z"})
         );
+    }
+
+    #[test]
+    fn an_order_is_expired_from_its_expiry_time_on() {
+        let copy = OrderCopy::from(created());
+        // 2026-11-25T12:15:00Z
+        let expiry = 1_795_608_900_000;
+        assert!(!copy.has_expired(expiry - 1));
+        assert!(copy.has_expired(expiry));
+        let old = OrderCopy { expires_at: None, ..copy };
+        assert!(!old.has_expired(i64::MAX), "a copy without the time is never refused for it");
     }
 
     #[test]

@@ -62,29 +62,88 @@ impl Charger {
                 let cents = price::to_cents(price)
                     .ok_or_else(|| anyhow!("order {order_id} has an invalid price {price}"))?;
                 let form = charge_form(cents, token, order_id);
-                // With a content-length the body is sent as is, not chunked: servers that
-                // only read content-length bodies see the form too.
-                let request = Request::builder()
-                    .method(Method::Post)
-                    .uri(charges_url(api_base))
-                    .header("authorization", format!("Bearer {secret_key}"))
-                    .header("idempotency-key", idempotency_key(order_id, token))
-                    .header("content-type", "application/x-www-form-urlencoded")
-                    .header("content-length", form.len().to_string())
-                    .body(form)
-                    .build();
-                let response: Response = spin_sdk::http::send(request)
-                    .await
-                    .map_err(|e| anyhow!("sending the charge of order {order_id}: {e}"))?;
+                let response = post_form(
+                    &endpoint(api_base, "charges"),
+                    secret_key,
+                    &idempotency_key(order_id, token),
+                    form,
+                )
+                .await
+                .map_err(|e| anyhow!("sending the charge of order {order_id}: {e}"))?;
                 charge_id(*response.status(), response.body())
+            }
+        }
+    }
+
+    /// Refunds the charge `stripe_id` of payment `payment_id` in full; the refund's id. The
+    /// idempotency key is the payment's, so a refund tried again never refunds twice.
+    pub async fn refund(&self, payment_id: &str, stripe_id: &str) -> Result<String, ApiError> {
+        match self {
+            Self::TestMode => Ok(format!("test_refund_{payment_id}")),
+            Self::Stripe {
+                secret_key,
+                api_base,
+            } => {
+                let form = form_urlencoded::Serializer::new(String::new())
+                    .append_pair("charge", stripe_id)
+                    .finish();
+                let response = post_form(
+                    &endpoint(api_base, "refunds"),
+                    secret_key,
+                    &refund_idempotency_key(payment_id),
+                    form,
+                )
+                .await
+                .map_err(|e| anyhow!("sending the refund of payment {payment_id}: {e}"))?;
+                refund_id(*response.status(), response.body())
             }
         }
     }
 }
 
-/// The charges endpoint under an API base, with or without a trailing slash.
-pub fn charges_url(api_base: &str) -> String {
-    format!("{}/v1/charges", api_base.trim_end_matches('/'))
+/// A form POST to the Stripe API. With a content-length the body is sent as is, not
+/// chunked: servers that only read content-length bodies see the form too.
+async fn post_form(
+    url: &str,
+    secret_key: &str,
+    idempotency_key: &str,
+    form: String,
+) -> Result<Response, spin_sdk::http::SendError> {
+    let request = Request::builder()
+        .method(Method::Post)
+        .uri(url)
+        .header("authorization", format!("Bearer {secret_key}"))
+        .header("idempotency-key", idempotency_key)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-length", form.len().to_string())
+        .body(form)
+        .build();
+    spin_sdk::http::send(request).await
+}
+
+/// An endpoint (`charges`, `refunds`) under an API base, with or without a trailing slash.
+pub fn endpoint(api_base: &str, resource: &str) -> String {
+    format!("{}/v1/{resource}", api_base.trim_end_matches('/'))
+}
+
+/// The refund's idempotency key: one refund per payment.
+pub fn refund_idempotency_key(payment_id: &str) -> String {
+    format!("ticketing-refund-{payment_id}")
+}
+
+/// The refund id of a successful answer; anything else is a 500 (retried by the caller).
+pub fn refund_id(status: u16, body: &[u8]) -> Result<String, ApiError> {
+    if (200..300).contains(&status) {
+        if let Ok(refund) = serde_json::from_slice::<Charge>(body) {
+            return Ok(refund.id);
+        }
+    }
+    let shown = &body[..body.len().min(LOGGED_BODY_BYTES)];
+    Err(anyhow!(
+        "the refunds API answered {status}: {}",
+        String::from_utf8_lossy(shown)
+    )
+    .into())
 }
 
 /// The key that makes Stripe answer a repeated charge attempt with the first result. One
@@ -106,6 +165,7 @@ pub fn charge_form(amount_cents: u64, token: &str, order_id: &str) -> String {
         .finish()
 }
 
+/// A charge or a refund, as far as the service reads it.
 #[derive(Deserialize)]
 struct Charge {
     id: String,
@@ -195,12 +255,16 @@ mod tests {
     #[test]
     fn the_endpoint_and_idempotency_key_are_fixed_by_the_order_and_card() {
         assert_eq!(
-            charges_url("https://api.stripe.com"),
+            endpoint("https://api.stripe.com", "charges"),
             "https://api.stripe.com/v1/charges"
         );
         assert_eq!(
-            charges_url("http://127.0.0.1:9999/"),
-            "http://127.0.0.1:9999/v1/charges"
+            endpoint("http://127.0.0.1:9999/", "refunds"),
+            "http://127.0.0.1:9999/v1/refunds"
+        );
+        assert_eq!(
+            refund_idempotency_key("66000000000000000000000b"),
+            "ticketing-refund-66000000000000000000000b"
         );
         assert_eq!(
             idempotency_key("6500000000000000000000aa", "tok_visa"),
@@ -214,6 +278,16 @@ mod tests {
         assert_eq!(charge_id(200, body).unwrap(), "ch_1");
         assert!(is_internal(charge_id(200, b"{}")));
         assert!(is_internal(charge_id(200, b"not json")));
+    }
+
+    #[test]
+    fn a_refund_gives_its_id_and_anything_else_is_internal() {
+        assert_eq!(
+            refund_id(200, br#"{"id": "re_1", "object": "refund"}"#).unwrap(),
+            "re_1"
+        );
+        assert!(is_internal(refund_id(400, br#"{"error": {"type": "invalid_request_error"}}"#)));
+        assert!(is_internal(refund_id(200, b"{}")));
     }
 
     #[test]

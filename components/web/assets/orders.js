@@ -92,6 +92,10 @@ export async function orderPage({ main, user, id }) {
       timer.hidden = true;
       const word = order.status === 'cancelled' && serverNow() < expiresAt ? 'Order cancelled' : 'Order expired';
       outcome.replaceChildren(h('p', { class: 'expired' }, word),
+        // A payment that went through as the order was cancelled is given back.
+        order.refunded
+          ? h('p', { class: 'refunded' }, 'Your payment was refunded in full.')
+          : null,
         h('p', {}, 'The ticket goes back on sale. ', h('a', { href: `/tickets/${encodeURIComponent(order.ticket.id)}` }, 'See the ticket'), '.'));
     } else {
       timer.hidden = false;

@@ -782,6 +782,40 @@ pub fn at_once<T: Send + 'static>(
     handles.into_iter().map(|h| h.join().unwrap()).collect()
 }
 
+/// What a host of the whole app runs on: nothing but its state dir, or NATS + Redis started
+/// for the test.
+pub enum Platform {
+    Embedded,
+    Servers { nats: Nats, redis: Redis },
+}
+
+impl Platform {
+    pub fn servers() -> Platform {
+        Platform::Servers {
+            nats: Nats::start(),
+            redis: Redis::start(),
+        }
+    }
+
+    /// The app with an order window of `window_secs`, paying through `stripe`.
+    pub fn host(&self, window_secs: u32, stripe: &stripe::StripeFake) -> HostConfig {
+        let backend = match self {
+            Platform::Embedded => Backend::Embedded,
+            Platform::Servers { redis, .. } => Backend::Redis(redis.url()),
+        };
+        let config = HostConfig::app(backend)
+            .var("expiration_window_seconds", &window_secs.to_string())
+            .var("stripe_secret_key", stripe::SECRET_KEY)
+            .var("stripe_api_base", &stripe.base_url());
+        match self {
+            Platform::Embedded => config,
+            Platform::Servers { nats, redis } => config
+                .var("nats_url", &nats.url())
+                .var("timers_url", &redis.url()),
+        }
+    }
+}
+
 /// Declares each scenario `fn name(host: &Host)` as one test per key-value backend: the
 /// embedded on-disk store and a real Redis server started for the test.
 #[macro_export]

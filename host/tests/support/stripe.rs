@@ -1,6 +1,6 @@
-//! A local stand-in for Stripe's charges API (the one third-party service the app calls).
-//! It checks what it receives the way Stripe would, and records every request so tests can
-//! assert on amounts and idempotency keys.
+//! A local stand-in for Stripe's charges and refunds APIs (the one third-party service the
+//! app calls). It checks what it receives the way Stripe would, and records every request so
+//! tests can assert on amounts and idempotency keys.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -100,7 +100,7 @@ fn read_request(stream: &mut std::net::TcpStream) -> Option<Charge> {
 
 /// What Stripe would refuse: wrong route, missing key, non-integer amount, ...
 fn check(c: &Charge, content_type: Option<&String>) -> Option<String> {
-    if c.method != "POST" || c.path != "/v1/charges" {
+    if c.method != "POST" || (c.path != "/v1/charges" && c.path != "/v1/refunds") {
         return Some(format!("unexpected {} {}", c.method, c.path));
     }
     if c.authorization.as_deref() != Some(&format!("Bearer {SECRET_KEY}")) {
@@ -108,6 +108,15 @@ fn check(c: &Charge, content_type: Option<&String>) -> Option<String> {
     }
     if !content_type.is_some_and(|t| t.starts_with("application/x-www-form-urlencoded")) {
         return Some(format!("bad Content-Type {content_type:?}"));
+    }
+    if c.idempotency_key.as_deref().is_none_or(str::is_empty) {
+        return Some("no Idempotency-Key".into());
+    }
+    if c.path == "/v1/refunds" {
+        return match c.form.get("charge") {
+            Some(charge) if charge.starts_with("ch_") => None,
+            other => Some(format!("a refund names the charge, got {other:?}")),
+        };
     }
     match c.form.get("amount") {
         Some(a) if !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()) && a != "0" => {}
@@ -122,9 +131,6 @@ fn check(c: &Charge, content_type: Option<&String>) -> Option<String> {
     }
     if !c.form.get("source").is_some_and(|s| s.starts_with("tok_")) {
         return Some(format!("source {:?}", c.form.get("source")));
-    }
-    if c.idempotency_key.as_deref().is_none_or(str::is_empty) {
-        return Some("no Idempotency-Key".into());
     }
     None
 }
@@ -160,7 +166,9 @@ fn answer(
         }
         return (stored.status, stored.body.clone());
     }
-    let (status, body) = if c.form["source"] == "tok_chargeDeclined" {
+    let (status, body) = if c.path == "/v1/refunds" {
+        refund(c, by_key, n)
+    } else if c.form["source"] == "tok_chargeDeclined" {
         let body = serde_json::json!({"error": {"type": "card_error", "code": "card_declined", "message": "Your card was declined."}});
         ("402 Payment Required", body.to_string())
     } else {
@@ -177,6 +185,31 @@ fn answer(
         },
     );
     (status, body)
+}
+
+/// A refund of a charge this fake made, in full, once: another refund of it (another
+/// idempotency key) is an error, as at Stripe, and recorded as a problem.
+fn refund(c: &mut Charge, by_key: &HashMap<String, Stored>, n: usize) -> (&'static str, String) {
+    let charge = &c.form["charge"];
+    let made = by_key
+        .values()
+        .find(|stored| stored.body.contains(&format!("\"id\":\"{charge}\"")));
+    let refunded_before = by_key
+        .values()
+        .any(|stored| stored.form.get("charge") == Some(charge) && stored.status == "200 OK");
+    let problem = match made {
+        None => Some(format!("no such charge: {charge}")),
+        Some(_) if refunded_before => Some(format!("charge {charge} is refunded already")),
+        Some(_) => None,
+    };
+    if let Some(problem) = problem {
+        c.problem = Some(problem.clone());
+        let body =
+            serde_json::json!({"error": {"type": "invalid_request_error", "message": problem}});
+        return ("400 Bad Request", body.to_string());
+    }
+    let body = serde_json::json!({"id": format!("re_fake{n:06}"), "object": "refund", "charge": charge, "status": "succeeded"});
+    ("200 OK", body.to_string())
 }
 
 fn parse_form(body: &str) -> HashMap<String, String> {

@@ -10,14 +10,15 @@ use ticketing_common::{
     config,
     errors::check_fields,
     http::{json_body, json_response, optional_field},
-    ids::{self, new_id},
+    ids,
     store::Store,
     ApiError, FieldError,
 };
 
 use crate::{
+    charge::{charge_and_record, recover},
     order::{self, OrderCopy},
-    payment::{Payment, Payments},
+    payment::{Claim, Closure, Payments},
     stripe::Charger,
     STORE_LABEL,
 };
@@ -47,10 +48,10 @@ fn validate(body: &PaymentBody) -> Result<(String, String), ApiError> {
 }
 
 /// Checks in the contract's order: signed in (401), valid body (400), known order (404, or
-/// 503 while it may still arrive, see `known_order`),
-/// the caller's (401), not cancelled (400), not paid (400). The order's claim is taken
-/// before charging, so of concurrent payments for one order exactly one charges; a failed
-/// charge gives the claim back.
+/// 409 while it may still arrive, see `known_order`), the caller's (401), not cancelled,
+/// not expired, not paid (400). The order's claim is taken before charging, so of
+/// concurrent payments for one order exactly one charges, and of a payment and the order's
+/// expiry the first to take the order wins; a failed charge gives the claim back.
 pub async fn create(req: &Request) -> Result<Response, ApiError> {
     let charger = Charger::from_config()?;
     let user = auth::require_user(req)?;
@@ -60,28 +61,68 @@ pub async fn create(req: &Request) -> Result<Response, ApiError> {
     if order.user_id != user.id {
         return Err(ApiError::NotAuthorized);
     }
+    if order.has_expired(now_ms()?) {
+        return Err(expired());
+    }
     if !order.is_payable() {
         return Err(ApiError::bad_request("Cannot pay for a cancelled order"));
     }
 
     let payments = Payments::new(&store);
-    if !payments.claim(&order.id)? {
-        return Err(ApiError::bad_request("Order already paid"));
-    }
-    let payment =
-        match charge_and_record(&charger, &payments, order.id.clone(), order.price, &token).await {
-            Ok(payment) => payment,
-            Err(error) => {
-                if let Err(cleanup) = payments.release_claim(&order.id) {
-                    eprintln!(
-                        "releasing the payment claim of order {}: {cleanup}",
-                        order.id
-                    );
-                }
-                return Err(error);
-            }
+    if let Some(holder) = payments.claim(&order.id, &token)? {
+        // A charge whose payer died is settled first; if it failed, the order is free.
+        let Some(stale) = holder.stale_charge(now_ms()?) else {
+            return Err(refusal(&holder));
         };
-    json_response(201, &serde_json::json!({ "id": payment.id }))
+        let stale = stale.to_owned();
+        if recover(&charger, &payments, &order.id, order.price, &stale)
+            .await?
+            .is_some()
+        {
+            return Err(refusal(&holder));
+        }
+        if let Some(holder) = payments.claim(&order.id, &token)? {
+            return Err(refusal(&holder));
+        }
+    }
+    // The order is ours, unless its time ran out meanwhile: a payment is taken strictly
+    // before `expiresAt` (given back, the expiry closes the order).
+    let outcome = if order.has_expired(now_ms()?) {
+        Err(expired())
+    } else {
+        charge_and_record(&charger, &payments, &order.id, order.price, &token).await
+    };
+    match outcome {
+        Ok(payment) => json_response(201, &serde_json::json!({ "id": payment.id })),
+        Err(error) => {
+            if let Err(cleanup) = payments.release_claim(&order.id) {
+                eprintln!(
+                    "releasing the payment claim of order {}: {cleanup}",
+                    order.id
+                );
+            }
+            Err(error)
+        }
+    }
+}
+
+fn expired() -> ApiError {
+    ApiError::bad_request("Order has expired")
+}
+
+/// The answer to a payment for an order someone else has.
+fn refusal(holder: &Claim) -> ApiError {
+    match holder {
+        Claim::Closed {
+            closed: Closure::Expired,
+        } => expired(),
+        Claim::Closed {
+            closed: Closure::Cancelled,
+        } => ApiError::bad_request("Cannot pay for a cancelled order"),
+        Claim::Paid(_) | Claim::Charging { .. } | Claim::ChargingUnknown => {
+            ApiError::bad_request("Order already paid")
+        }
+    }
 }
 
 /// How long a payment waits for an order this service has not heard of yet.
@@ -91,7 +132,7 @@ const ORDER_POLL_MAX: Duration = Duration::from_millis(100);
 
 /// The service's copy of the order. The payments service learns of an order through its
 /// `order.created`, a moment after the buyer got the order's 201: a payment for an order it
-/// has not heard of waits for it a little, then is a 503 (try again) while the order may
+/// has not heard of waits for it a little, then is a 409 (try again) while the order may
 /// still arrive (its id was made within the order expiration window), else a 404.
 fn known_order(store: &Store, order_id: &str) -> Result<OrderCopy, ApiError> {
     let copies = order::copies(store);
@@ -123,27 +164,6 @@ fn may_arrive(order_id: &str) -> Result<bool, ApiError> {
     let window_ms: i64 = config::variable_or("expiration_window_seconds", 15 * 60)? * 1000;
     let age_ms = now_ms()?.abs_diff(i64::from(created) * 1000);
     Ok(age_ms <= window_ms.saturating_add(60_000).unsigned_abs())
-}
-
-/// Charges the order and stores its payment, which publishes `payment.created` (now, or
-/// through the outbox relay). On failure the caller gives the claim back; a
-/// charge that went through anyway is found again by its idempotency key when the same
-/// payment is retried.
-async fn charge_and_record(
-    charger: &Charger,
-    payments: &Payments<'_>,
-    order_id: String,
-    price: f64,
-    token: &str,
-) -> Result<Payment, ApiError> {
-    let stripe_id = charger.charge(&order_id, price, token).await?;
-    let payment = Payment {
-        id: new_id()?,
-        order_id,
-        stripe_id,
-    };
-    payments.record(&payment)?;
-    Ok(payment)
 }
 
 #[cfg(test)]

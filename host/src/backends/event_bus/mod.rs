@@ -14,6 +14,7 @@
 //! `delay`; `term` drops it; the delivery count is reported with each delivery.
 
 mod embedded;
+pub mod held;
 pub mod nats;
 pub mod subject;
 
@@ -295,6 +296,24 @@ impl StreamConfig {
 /// when the URL is empty. A NATS server is connected to here, so an unreachable one fails
 /// start-up with an error naming it.
 pub async fn open(
+    nats_url: &str,
+    stream: &StreamConfig,
+    embedded: &EmbeddedState,
+) -> anyhow::Result<Arc<dyn EventBus>> {
+    let bus = open_bus(nats_url, stream, embedded).await?;
+    Ok(match held::from_env()? {
+        Some((suffix, hold)) => {
+            tracing::warn!(
+                "test mode: publishes to *{suffix} fail for {hold:?} from the first one ({})",
+                held::ENV_VAR
+            );
+            held::wrap(suffix, hold, bus)
+        }
+        None => bus,
+    })
+}
+
+async fn open_bus(
     nats_url: &str,
     stream: &StreamConfig,
     embedded: &EmbeddedState,
