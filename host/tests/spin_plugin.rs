@@ -373,7 +373,7 @@ fn an_unpaid_order_expires_across_the_two_processes() {
             "/api/payments",
             json!({ "token": "tok_visa", "orderId": order_id }),
         )
-        .assert_error(400, &["Cannot pay for a cancelled order"]);
+        .assert_error(400, &["Order has expired"]);
     assert!(app.stripe.charges().is_empty());
     app.stop();
 }
