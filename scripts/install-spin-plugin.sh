@@ -83,7 +83,7 @@ cat > "$manifest" <<EOF
   "name": "$name",
   "description": "NATS JetStream trigger for the ticketing platform: delivers events to components exporting ticketing:platform/listener, with durable timers",
   "version": "$version",
-  "spinCompatibility": ">=3.0",
+  "spinCompatibility": ">=3.6, <5.0",
   "license": "Apache-2.0",
   "packages": [
     {
