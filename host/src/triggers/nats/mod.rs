@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -240,11 +240,8 @@ impl NatsTrigger {
                     let listener = listener.clone();
                     let span = delivery_span(&listener, &delivery);
                     running.spawn(
-                        async move {
-                            this.handle(&listener, delivery).await;
-                            drop(slot);
-                        }
-                        .instrument(span),
+                        async move { this.handle(&listener, delivery, slot).await }
+                            .instrument(span),
                     );
                 }
                 Err(error) => {
@@ -308,8 +305,10 @@ impl NatsTrigger {
         }
     }
 
-    /// Runs the component on one delivery and settles it.
-    async fn handle(&self, listener: &Listener, delivery: Delivery) {
+    /// Runs the component on one delivery and settles it. The handler `slot` is given back
+    /// as soon as the guest is done: settling waits for the state to be durable and for the
+    /// bus to confirm, and the next delivery need not wait for that.
+    async fn handle(&self, listener: &Listener, delivery: Delivery, slot: OwnedSemaphorePermit) {
         metrics::event_delivered(&listener.component, &listener.subject);
         let max_deliver = self.settings.max_deliver;
         if delivery.delivered > max_deliver {
@@ -329,6 +328,7 @@ impl NatsTrigger {
         let outcome = self
             .call_keeping_delivery(listener, &delivery, message)
             .await;
+        drop(slot);
         metrics::event_handled(&listener.component, &listener.subject, started.elapsed());
         let settled =
             |settlement| metrics::event_settled(&listener.component, &listener.subject, settlement);
