@@ -190,6 +190,27 @@ async function run(browser) {
   await visible(link(s, title));
   await shot(s, 'landing-with-ticket');
 
+  // The catalogue comes a page (20 tickets) at a time: 24 more make a second page.
+  step = 'seller: a catalogue longer than a page';
+  for (let i = 1; i <= 24; i += 1) {
+    const made = await sellerContext.request.post(new URL('/api/tickets', APP_URL).href, {
+      data: { title: `Paged ticket ${i}`, price: 10 + i },
+    });
+    check(made.status() === 201, `creating ticket ${i}: ${made.status()}`);
+  }
+  await s.reload();
+  await visible(link(s, title));
+  await visible(link(s, 'Paged ticket 19'));
+  check(await s.locator('.ticket-row').count() === 20, 'the first page shows 20 tickets');
+  check(await link(s, 'Paged ticket 20').count() === 0, 'ticket 21 waits for the next page');
+  check(await s.getByText("That's every ticket on sale.").count() === 0, 'more to come');
+  await button(s, 'More tickets').click();
+  await visible(link(s, 'Paged ticket 24'));
+  await visible(s.getByText("That's every ticket on sale."));
+  check(await s.locator('.ticket-row').count() === 25, 'both pages, 25 tickets, once each');
+  check(await button(s, 'More tickets').count() === 0, 'no More button on the last page');
+  await shot(s, 'landing-every-page');
+
   // The buyer, on a phone-sized screen.
   const buyerContext = await browser.newContext({
     viewport: { width: 390, height: 844 }, isMobile: true, hasTouch: true, deviceScaleFactor: 2,
