@@ -7,7 +7,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use support::scenarios::{create_tickets, order_ticket};
+use support::scenarios::{concurrent_signups_make_one_account, create_tickets, order_ticket};
 use support::*;
 
 /// `CLAIM_TAKEOVER_MS` of the guest library, and a margin for the host's restart and
@@ -97,34 +97,7 @@ fn a_signup_killed_after_its_claim_strands_no_email(config: HostConfig) {
 
     // Past it, the email can be signed up again, by exactly one of the racers.
     sleep_until(claimed + TAKEOVER + MARGIN);
-    concurrent_signups_make_one_account(&host, &email);
-}
-
-fn concurrent_signups_make_one_account(host: &Host, email: &str) {
-    let (client, e) = (host.client(), email.to_owned());
-    let replies = at_once(8, move |i| {
-        client.clone().post(
-            "/api/users/signup",
-            json!({"email": e, "password": format!("racer{i}")}),
-        )
-    });
-    let winners: Vec<usize> = (0..replies.len())
-        .filter(|i| replies[*i].status == 201)
-        .collect();
-    assert_eq!(
-        winners.len(),
-        1,
-        "exactly one racer gets the email: {:?}",
-        replies.iter().map(|r| (r.status, r.body.clone())).collect::<Vec<_>>()
-    );
-    for reply in replies.iter().filter(|r| r.status != 201) {
-        reply.assert_error(400, &["Email in use"]);
-    }
-    let signin = host.client().post(
-        "/api/users/signin",
-        json!({"email": email, "password": format!("racer{}", winners[0])}),
-    );
-    assert_eq!(signin.status, 200, "{}", signin.body);
+    concurrent_signups_make_one_account(&host, &email, 8);
 }
 
 fn a_ticket_whose_order_died_after_claiming_it_can_be_ordered_again(config: HostConfig) {

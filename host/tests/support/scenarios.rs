@@ -6,10 +6,15 @@ use super::*;
 /// Of 16 signups with one email at once, exactly one creates the account, and the account
 /// that exists is the winner's, with the winner's password.
 pub fn concurrent_signups_with_one_email_create_one_user(host: &Host) {
-    let email = unique_email();
+    concurrent_signups_make_one_account(host, &unique_email(), 16);
+}
+
+/// `racers` signups with `email` at once: exactly one creates the account (the others are
+/// told "Email in use"), and it is the winner's, with the winner's password.
+pub fn concurrent_signups_make_one_account(host: &Host, email: &str, racers: usize) {
     let client = host.client();
-    let e = email.clone();
-    let replies = at_once(16, move |i| {
+    let e = email.to_owned();
+    let replies = at_once(racers, move |i| {
         client.clone().post(
             "/api/users/signup",
             json!({"email": e, "password": format!("secret{i}")}),
