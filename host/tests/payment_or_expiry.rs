@@ -64,7 +64,10 @@ fn a_payment_accepted_before_the_expiry_wins_however_late_its_event(platform: Pl
     let after_expiry = placed + Duration::from_secs(u64::from(WINDOW) + 2);
     while Instant::now() < after_expiry {
         let order = order_of(&mut buyer, &order_id);
-        assert_ne!(order["status"], "cancelled", "a paid order was cancelled: {order}");
+        assert_ne!(
+            order["status"], "cancelled",
+            "a paid order was cancelled: {order}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(holder_of(&mut buyer, &ticket_id), order_id.as_str());
@@ -101,7 +104,10 @@ fn a_payment_after_the_expiry_is_refused_and_never_charged(platform: Platform) {
             json!({"token": "tok_visa", "orderId": order_id}),
         )
         .assert_error(400, &["Order has expired"]);
-    assert!(stripe.charges().is_empty(), "nothing is charged after {expires_at}");
+    assert!(
+        stripe.charges().is_empty(),
+        "nothing is charged after {expires_at}"
+    );
     eventually("the expired order is cancelled", || {
         (order_of(&mut buyer, &order_id)["status"] == "cancelled").then_some(())
     });
@@ -136,7 +142,10 @@ fn a_payment_that_got_through_as_its_order_was_cancelled_is_refunded(platform: P
         (order["refunded"] == true).then_some(order)
     });
     let requests = stripe.charges();
-    let refunds: Vec<_> = requests.iter().filter(|r| r.path == "/v1/refunds").collect();
+    let refunds: Vec<_> = requests
+        .iter()
+        .filter(|r| r.path == "/v1/refunds")
+        .collect();
     assert_eq!(refunds.len(), 1, "{requests:?}");
     assert!(requests.iter().all(|r| r.problem.is_none()), "{requests:?}");
     assert_eq!(
@@ -153,7 +162,11 @@ fn a_payment_that_got_through_as_its_order_was_cancelled_is_refunded(platform: P
     assert_eq!(order["status"], "cancelled", "{order}");
     assert_eq!(order["refunded"], true);
     assert_eq!(
-        stripe.charges().iter().filter(|r| r.path == "/v1/refunds").count(),
+        stripe
+            .charges()
+            .iter()
+            .filter(|r| r.path == "/v1/refunds")
+            .count(),
         1,
         "refunded once"
     );
@@ -164,9 +177,7 @@ mod embedded {
 
     #[test]
     fn a_payment_accepted_before_the_expiry_wins_however_late_its_event() {
-        super::a_payment_accepted_before_the_expiry_wins_however_late_its_event(
-            Platform::Embedded,
-        );
+        super::a_payment_accepted_before_the_expiry_wins_however_late_its_event(Platform::Embedded);
     }
 
     #[test]
@@ -187,9 +198,7 @@ mod servers {
 
     #[test]
     fn a_payment_accepted_before_the_expiry_wins_however_late_its_event() {
-        super::a_payment_accepted_before_the_expiry_wins_however_late_its_event(
-            Platform::servers(),
-        );
+        super::a_payment_accepted_before_the_expiry_wins_however_late_its_event(Platform::servers());
     }
 
     #[test]

@@ -5,8 +5,7 @@
 
 use ticketing_common::{
     events::{
-        self, Event, PaymentCreated, PaymentExpired, PaymentRefunded, TicketCreated,
-        TicketUpdated,
+        self, Event, PaymentCreated, PaymentExpired, PaymentRefunded, TicketCreated, TicketUpdated,
     },
     listener::{self, decode, unknown_event, ListenerError},
     store::Store,

@@ -190,7 +190,10 @@ impl<'a> Orders<'a> {
     /// announced. An order that is still `created` won exactly if the reservation names it;
     /// any other status was reached by a placed order.
     pub fn was_placed(&self, order: &Order) -> Result<bool, ApiError> {
-        if !matches!(order.status, OrderStatus::Created | OrderStatus::AwaitingPayment) {
+        if !matches!(
+            order.status,
+            OrderStatus::Created | OrderStatus::AwaitingPayment
+        ) {
             return Ok(true);
         }
         let holder = self

@@ -40,9 +40,10 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
             orders.apply(&cancelled.id, cancelled.version, OrderCopy::cancelled)?;
             order_cancelled(&Payments::new(&store), &cancelled.id)
         }
-        ExpirationComplete::NAME => {
-            expiration_complete(&Payments::new(&store), &decode::<ExpirationComplete>(payload)?.order_id)
-        }
+        ExpirationComplete::NAME => expiration_complete(
+            &Payments::new(&store),
+            &decode::<ExpirationComplete>(payload)?.order_id,
+        ),
         events::OUTBOX_RELAY => listener::relay_outbox(&store),
         other => Err(unknown_event(other)),
     }
@@ -107,9 +108,9 @@ fn settle_charge(
     match holder {
         Claim::Paid(payment_id) => Ok(Settled::Paid(payment_id)),
         Claim::Closed { .. } => Ok(Settled::Closed),
-        Claim::Charging { .. } | Claim::ChargingUnknown => Err(ListenerError::RetryLater(
-            format!("order {order_id}: a charge is under way"),
-        )),
+        Claim::Charging { .. } | Claim::ChargingUnknown => Err(ListenerError::RetryLater(format!(
+            "order {order_id}: a charge is under way"
+        ))),
     }
 }
 

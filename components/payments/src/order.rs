@@ -117,8 +117,14 @@ mod tests {
         let expiry = 1_795_608_900_000;
         assert!(!copy.has_expired(expiry - 1));
         assert!(copy.has_expired(expiry));
-        let old = OrderCopy { expires_at: None, ..copy };
-        assert!(!old.has_expired(i64::MAX), "a copy without the time is never refused for it");
+        let old = OrderCopy {
+            expires_at: None,
+            ..copy
+        };
+        assert!(
+            !old.has_expired(i64::MAX),
+            "a copy without the time is never refused for it"
+        );
     }
 
     #[test]

@@ -102,7 +102,10 @@ impl<'a> Payments<'a> {
             since: now_ms()?,
             token: token.to_owned(),
         };
-        if self.store.insert_new(&payment_for_key(order_id), &charging)? {
+        if self
+            .store
+            .insert_new(&payment_for_key(order_id), &charging)?
+        {
             return Ok(None);
         }
         Ok(Some(self.holder(order_id)?))
@@ -144,8 +147,10 @@ impl<'a> Payments<'a> {
         let created = events::outgoing(&payment.created_event())?;
         self.store
             .put_announcing(&payment_key(&payment.id), payment, vec![created])?;
-        self.store
-            .put(&payment_for_key(&payment.order_id), &Claim::Paid(payment.id.clone()))
+        self.store.put(
+            &payment_for_key(&payment.order_id),
+            &Claim::Paid(payment.id.clone()),
+        )
     }
 
     pub fn find(&self, id: &str) -> Result<Option<Payment>, ApiError> {
@@ -206,25 +211,50 @@ mod tests {
     #[test]
     fn claims_read_back_including_those_stored_before_closures() {
         for (stored, claim) in [
-            (json!("66000000000000000000000b"), Claim::Paid("66000000000000000000000b".into())),
-            (json!({"closed": "expired"}), Claim::Closed { closed: Closure::Expired }),
-            (json!({"closed": "cancelled"}), Claim::Closed { closed: Closure::Cancelled }),
+            (
+                json!("66000000000000000000000b"),
+                Claim::Paid("66000000000000000000000b".into()),
+            ),
+            (
+                json!({"closed": "expired"}),
+                Claim::Closed {
+                    closed: Closure::Expired,
+                },
+            ),
+            (
+                json!({"closed": "cancelled"}),
+                Claim::Closed {
+                    closed: Closure::Cancelled,
+                },
+            ),
             (
                 json!({"since": 5, "token": "tok_visa"}),
-                Claim::Charging { since: 5, token: "tok_visa".into() },
+                Claim::Charging {
+                    since: 5,
+                    token: "tok_visa".into(),
+                },
             ),
             (json!(null), Claim::ChargingUnknown),
         ] {
-            assert_eq!(serde_json::from_value::<Claim>(stored.clone()).unwrap(), claim);
+            assert_eq!(
+                serde_json::from_value::<Claim>(stored.clone()).unwrap(),
+                claim
+            );
             assert_eq!(serde_json::to_value(&claim).unwrap(), stored);
         }
     }
 
     #[test]
     fn only_an_old_charge_is_stale() {
-        let charging = Claim::Charging { since: 1_000, token: "tok_visa".into() };
+        let charging = Claim::Charging {
+            since: 1_000,
+            token: "tok_visa".into(),
+        };
         assert_eq!(charging.stale_charge(1_000 + STALE_CHARGE_MS), None);
-        assert_eq!(charging.stale_charge(1_001 + STALE_CHARGE_MS), Some("tok_visa"));
+        assert_eq!(
+            charging.stale_charge(1_001 + STALE_CHARGE_MS),
+            Some("tok_visa")
+        );
         assert_eq!(Claim::ChargingUnknown.stale_charge(i64::MAX), None);
     }
 }

@@ -286,7 +286,10 @@ mod tests {
             refund_id(200, br#"{"id": "re_1", "object": "refund"}"#).unwrap(),
             "re_1"
         );
-        assert!(is_internal(refund_id(400, br#"{"error": {"type": "invalid_request_error"}}"#)));
+        assert!(is_internal(refund_id(
+            400,
+            br#"{"error": {"type": "invalid_request_error"}}"#
+        )));
         assert!(is_internal(refund_id(200, b"{}")));
     }
 

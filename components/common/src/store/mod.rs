@@ -528,7 +528,6 @@ fn claimed_at_key(key: &str, round: u32) -> String {
     }
 }
 
-
 /// A failed store call: a 503 when the store did not answer (`other`), a 500 when the
 /// component is configured wrong (no such store, access denied).
 fn store_error(context: String, error: store::Error) -> ApiError {

@@ -25,9 +25,9 @@
 //! drops repeats by their message id (derived from the payload), and listeners apply events
 //! idempotently anyway.
 
-use std::collections::BTreeSet;
 use serde::{Deserialize, Serialize};
 use spin_sdk::wit::wasi::keyvalue::atomics;
+use std::collections::BTreeSet;
 
 use super::{store_error, Store};
 use crate::clock::now_ms;

@@ -9,7 +9,9 @@ use crate::order::{Orders, STORE_LABEL};
 pub fn show(req: &Request, id: &str) -> Result<Response, ApiError> {
     let user = auth::require_user(req)?;
     let store = Store::open(STORE_LABEL)?;
-    let order = Orders::new(&store).find_placed(id)?.ok_or(ApiError::NotFound)?;
+    let order = Orders::new(&store)
+        .find_placed(id)?
+        .ok_or(ApiError::NotFound)?;
     super::owned_by(&order, &user)?;
     json_response(200, &order)
 }

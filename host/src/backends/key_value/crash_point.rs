@@ -14,7 +14,9 @@ pub const ENV_VAR: &str = "TICKETING_TEST_CRASH_AFTER_WRITE";
 
 /// The crash point `TICKETING_TEST_CRASH_AFTER_WRITE` asks for, if any.
 pub fn from_env() -> Option<String> {
-    std::env::var(ENV_VAR).ok().filter(|pattern| !pattern.is_empty())
+    std::env::var(ENV_VAR)
+        .ok()
+        .filter(|pattern| !pattern.is_empty())
 }
 
 /// `backend`, killing the process after a write to a key containing `pattern`.

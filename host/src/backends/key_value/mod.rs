@@ -2,9 +2,9 @@
 //! redb file and Redis) and [`KeyValueStores`], the label → backend map the host builds at
 //! start-up from the `[key_value_store.<label>]` entries of Spin's `runtime-config.toml`.
 
+pub mod crash_point;
 mod embedded;
 mod redis;
-pub mod crash_point;
 pub mod spin_semantics;
 
 pub use self::embedded::{EmbeddedKeyValue, EmbeddedState};

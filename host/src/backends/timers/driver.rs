@@ -207,10 +207,11 @@ async fn fire(
     let give_up = tokio::time::Instant::now() + lease.saturating_sub(Duration::from_secs(1));
     let mut retry = FIRST_PUBLISH_RETRY;
     loop {
-        let published = match tokio::time::timeout_at(give_up, bus.publish(event.clone())).await
-        {
+        let published = match tokio::time::timeout_at(give_up, bus.publish(event.clone())).await {
             Ok(result) => result,
-            Err(_) => Err(anyhow::anyhow!("no answer within the claim's lease ({lease:?})")),
+            Err(_) => Err(anyhow::anyhow!(
+                "no answer within the claim's lease ({lease:?})"
+            )),
         };
         let Err(error) = published else {
             break;

@@ -537,8 +537,11 @@ mod tests {
     #[test]
     fn stream_replicas_are_a_number_or_a_template_from_1_to_5() {
         let replicas = |value: &str, vars: &[(&str, &str)]| {
-            load(&format!("[application.trigger.nats]\nstream_replicas = {value}"), vars)
-                .map(|config| config.settings.stream.replicas)
+            load(
+                &format!("[application.trigger.nats]\nstream_replicas = {value}"),
+                vars,
+            )
+            .map(|config| config.settings.stream.replicas)
         };
         assert_eq!(load("", &[]).unwrap().settings.stream.replicas, 1);
         assert_eq!(replicas("3", &[]).unwrap(), 3);
