@@ -2,10 +2,12 @@
 //! data dir) and its own `ticketing` host (own state dir), and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod nats_cluster;
 pub mod scenarios;
 pub mod spin;
 pub mod spinkube;
 pub mod stripe;
+pub mod traffic;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -713,6 +715,15 @@ impl Client {
         );
         assert_eq!(reply.status, 201, "signup: {}", reply.body);
         reply.json()
+    }
+
+    /// A client of `host` with this client's session (the hosts of one deployment share
+    /// their sessions).
+    pub fn on(&self, host: &Host) -> Client {
+        Client {
+            base: host.url(""),
+            ..self.clone()
+        }
     }
 
     /// The session token of this client (from its cookie).
