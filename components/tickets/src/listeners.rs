@@ -46,14 +46,37 @@ pub fn on_event(name: &str, payload: &[u8]) -> Result<(), ListenerError> {
 /// releases the ticket if it sees the reservation. Checking the mark again after reserving
 /// closes the gap between the two: either the cancellation saw the reservation and released
 /// it, or it marked the order before this check, which then releases it here.
+///
+/// A ticket held by another order is taken over only once that order is known to be
+/// cancelled. The orders service gives a ticket to a new order only after the order holding
+/// it is cancelled, so the holder's `order.cancelled` is on its way, or this event is the late
+/// one (its order was cancelled before the holder got the ticket: its own cancellation is on
+/// its way). Either way it is retried later. The `order.created` of one ticket are published
+/// in order, but handled concurrently (several handlers, several hosts), most after an outage
+/// of the bus, when they come in a burst: taking the ticket over regardless let a late one
+/// undo the reservation of the order that paid.
 fn order_created(tickets: &Tickets, order: OrderCreated) -> Result<(), ListenerError> {
+    let mut held_by = None;
     let outcome = tickets.update_if(&order.ticket.id, |ticket| {
+        held_by = None;
         if tickets.is_order_cancelled(&order.id)? {
             return Ok(None);
+        }
+        if let Some(holder) = ticket.order_id.as_deref() {
+            if holder != order.id && !tickets.is_order_cancelled(holder)? {
+                held_by = Some(holder.to_owned());
+                return Ok(None);
+            }
         }
         Ok(ticket.reserved_by(&order.id))
     });
     known_ticket(&order.ticket.id, outcome)?;
+    if let Some(holder) = held_by {
+        return Err(ListenerError::RetryLater(format!(
+            "ticket {} is held by order {holder}: waiting for the cancellation of one of the two",
+            order.ticket.id
+        )));
+    }
     if tickets.is_order_cancelled(&order.id)? {
         release(tickets, &order.ticket.id, &order.id)?;
     }
