@@ -361,6 +361,50 @@ impl NatsCluster {
         }
     }
 
+    /// Waits (up to `bound`) until every consumer of `stream` has a leader that runs, as
+    /// the stream's leader sees them (after a node is lost, its consumers elect new leaders
+    /// one by one, each in seconds).
+    #[track_caller]
+    pub fn wait_for_consumer_leaders(&self, stream: &str, bound: Duration) {
+        let running: Vec<&str> = self
+            .nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.name.as_str())
+            .collect();
+        let deadline = Instant::now() + bound;
+        loop {
+            let led = self.stream_leader(stream).is_some_and(|leader| {
+                let Some(jsz) = self.nodes[leader].monitor("/jsz?streams=true&consumers=true")
+                else {
+                    return false;
+                };
+                let consumers: Vec<Value> = jsz["account_details"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|account| account["stream_detail"].as_array().into_iter().flatten())
+                    .filter(|s| s["name"] == stream)
+                    .flat_map(|s| s["consumer_detail"].as_array().cloned().unwrap_or_default())
+                    .collect();
+                consumers.iter().all(|consumer| {
+                    consumer["cluster"]["leader"]
+                        .as_str()
+                        .is_some_and(|leader| running.contains(&leader))
+                })
+            });
+            if led {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the consumers of stream {stream} had no leaders within {bound:?}:\n{}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Waits (up to `bound`) until the leader of `stream` sees every other peer of it
     /// caught up, e.g. a restarted node.
     #[track_caller]
