@@ -1,13 +1,15 @@
 //! The Kubernetes manifests under deploy/kubernetes agree with the app, and the host boots
 //! and serves as their Deployment configures it: its environment, arguments and runtime
-//! config, with the cluster's `nats` and `redis` Services stood in for by real local
-//! servers.
+//! config, against the NATS cluster of the manifests (three servers started from
+//! deploy/kubernetes/nats.conf, on loopback) and a real local Redis standing in for the
+//! `redis` Service.
 mod support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use serde_yaml_ng::Value as Yaml;
+use support::manifests::*;
+use support::nats_cluster::NatsCluster;
 use support::*;
 use ticketing_host::backends::key_value::StoreConfig;
 use ticketing_host::manifest::Manifest;
@@ -19,9 +21,9 @@ fn deploy_dir() -> PathBuf {
 
 /// Every object of the manifests listed in kustomization.yaml, which must be every
 /// manifest in the directory.
-fn objects() -> Vec<Yaml> {
+fn objects() -> Vec<Value> {
     let listed: Vec<String> = kustomization()["resources"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|r| r.as_str().unwrap().to_owned())
@@ -38,60 +40,35 @@ fn objects() -> Vec<Yaml> {
     listed.iter().flat_map(|file| read_yaml(file)).collect()
 }
 
-fn kustomization() -> Yaml {
+fn kustomization() -> Value {
     read_yaml("kustomization.yaml").remove(0)
 }
 
-fn read_yaml(file: &str) -> Vec<Yaml> {
-    use serde::Deserialize;
-    let text = std::fs::read_to_string(deploy_dir().join(file)).unwrap();
-    serde_yaml_ng::Deserializer::from_str(&text)
-        .map(|doc| Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{file}: {e}")))
-        .collect()
+fn read_yaml(file: &str) -> Vec<Value> {
+    support::manifests::read_yaml(&deploy_dir().join(file))
 }
 
-fn find<'a>(objects: &'a [Yaml], kind: &str, name: &str) -> &'a Yaml {
-    objects
-        .iter()
-        .find(|o| o["kind"] == kind && o["metadata"]["name"] == name)
-        .unwrap_or_else(|| panic!("no {kind} {name}"))
+fn assert_service(objects: &[Value], url: &str) {
+    container_port_of(objects, url);
 }
 
-/// `(service, port)` of a `scheme://service:port` URL.
-fn service_of(url: &str) -> (String, u64) {
-    let authority = url.split("://").nth(1).unwrap().trim_end_matches('/');
-    let (host, port) = authority.rsplit_once(':').unwrap();
-    (host.to_owned(), port.parse().unwrap())
-}
-
-fn assert_service(objects: &[Yaml], url: &str) {
-    let (name, port) = service_of(url);
-    let service = find(objects, "Service", &name);
-    let ports: Vec<u64> = service["spec"]["ports"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|p| p["port"].as_u64().unwrap())
-        .collect();
-    assert!(
-        ports.contains(&port),
-        "{url}: Service {name} exposes {ports:?}"
-    );
+fn nats_conf() -> String {
+    std::fs::read_to_string(deploy_dir().join("nats.conf")).unwrap()
 }
 
 /// The pod template of the `ticketing` Deployment.
-fn ticketing_pod(objects: &[Yaml]) -> &Yaml {
+fn ticketing_pod(objects: &[Value]) -> &Value {
     &find(objects, "Deployment", "ticketing")["spec"]["template"]["spec"]
 }
 
-fn ticketing_container(objects: &[Yaml]) -> &Yaml {
+fn ticketing_container(objects: &[Value]) -> &Value {
     &ticketing_pod(objects)["containers"][0]
 }
 
 /// The container's environment: literal values, and `secret:<name>/<key>` for secrets.
-fn environment(container: &Yaml) -> BTreeMap<String, String> {
+fn environment(container: &Value) -> BTreeMap<String, String> {
     container["env"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|e| {
@@ -136,8 +113,16 @@ fn the_manifests_agree_with_the_app() {
             }
         }
     }
-    // Events and timers on the cluster's servers, not the embedded defaults.
-    assert_service(&objects, &env["SPIN_VARIABLE_NATS_URL"]);
+    // Events on every server of the NATS cluster, the stream on all of them; timers on the
+    // Redis Service: not the embedded defaults.
+    let conf = nats_conf();
+    let cluster = check_nats_cluster(&objects, &conf);
+    assert_nats_url(&objects, &cluster, &conf, &env["SPIN_VARIABLE_NATS_URL"]);
+    assert_eq!(
+        env["SPIN_VARIABLE_NATS_STREAM_REPLICAS"],
+        cluster.servers.len().to_string(),
+        "the stream on every server"
+    );
     assert_service(&objects, &env["SPIN_VARIABLE_TIMERS_URL"]);
 
     // Every store label of the app on the `redis` Service.
@@ -151,7 +136,7 @@ fn the_manifests_agree_with_the_app() {
 
     // The runtime config reaches the container from the generated ConfigMap.
     let args: Vec<&str> = container["args"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .map(|a| a.as_str().unwrap())
@@ -162,7 +147,7 @@ fn the_manifests_agree_with_the_app() {
         .expect("--runtime-config-file");
     let (dir, file) = args[at + 1].rsplit_once('/').unwrap();
     let mount = container["volumeMounts"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|m| m["mountPath"] == dir)
@@ -171,7 +156,7 @@ fn the_manifests_agree_with_the_app() {
     let generator = &kustomization()["configMapGenerator"][0];
     assert_eq!(volume["configMap"]["name"], generator["name"]);
     assert!(generator["files"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .any(|f| f.as_str() == Some(file)));
@@ -190,7 +175,7 @@ fn the_manifests_agree_with_the_app() {
         .map(|at| args[at + 1])
         .expect("--admin-listen");
     let admin_port = container["ports"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|p| p["name"] == "admin")
@@ -206,7 +191,7 @@ fn the_manifests_agree_with_the_app() {
         .iter()
         .find(|o| o["kind"] == "Service" && o["metadata"]["name"] == "ticketing")
         .expect("the ticketing Service")["spec"]["ports"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .clone();
     assert!(
@@ -215,9 +200,9 @@ fn the_manifests_agree_with_the_app() {
     );
 }
 
-fn find_volume<'a>(objects: &'a [Yaml], name: &str) -> &'a Yaml {
+fn find_volume<'a>(objects: &'a [Value], name: &str) -> &'a Value {
     ticketing_pod(objects)["volumes"]
-        .as_sequence()
+        .as_array()
         .unwrap()
         .iter()
         .find(|v| v["name"] == name)
@@ -226,12 +211,17 @@ fn find_volume<'a>(objects: &'a [Yaml], name: &str) -> &'a Yaml {
 
 #[test]
 fn the_host_serves_as_the_deployment_configures_it() {
-    let (nats, redis) = (Nats::start(), Redis::start());
+    // The NATS cluster from the repository's own nats.conf: its routes between the pods,
+    // its JetStream, moved to local ports (Debian's nats-server 2.9 runs it without
+    // `sync_interval`, which it does not know; see `NatsCluster::from_deploy_conf`).
     let objects = objects();
+    let servers = check_nats_cluster(&objects, &nats_conf()).servers;
+    let nats = NatsCluster::from_deploy_conf(&deploy_dir().join("nats.conf"), &servers);
+    let redis = Redis::start();
     let container = ticketing_container(&objects);
-    // The cluster's Service names, pointed at this test's servers.
+    // The cluster's addresses, pointed at this test's servers.
     let local = |text: &str| {
-        text.replace("nats://nats:4222", &nats.url())
+        nats.localize(text)
             .replace("redis://redis:6379", &redis.url())
     };
     let state = tempfile::tempdir().unwrap();
@@ -275,4 +265,33 @@ fn the_host_serves_as_the_deployment_configures_it() {
         let r = buyer.post("/api/orders", json!({"ticketId": ticket.json()["id"]}));
         (r.status == 201).then_some(())
     });
+
+    // The three servers formed one cluster, and the host made the stream a copy on each.
+    let leader = nats.wait_for_stream_leader("TICKETING", None, std::time::Duration::from_secs(60));
+    let view = nats.stream_view(leader, "TICKETING").unwrap();
+    assert_eq!(view.num_replicas, 3, "{view:?}");
+    let mut peers: Vec<String> = view.replicas.iter().map(|(name, _)| name.clone()).collect();
+    peers.push(view.leader.clone());
+    peers.sort();
+    let pods: Vec<String> = servers
+        .iter()
+        .map(|server| server.split('.').next().unwrap().to_owned())
+        .collect();
+    assert_eq!(peers, pods, "named after their pods: {view:?}");
+    // The StatefulSet's probes ask paths every server answers.
+    let nats_container =
+        &find(&objects, "StatefulSet", "nats")["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
+        assert_eq!(
+            nats_container[probe]["httpGet"]["port"], "monitor",
+            "{probe}"
+        );
+        let path = nats_container[probe]["httpGet"]["path"].as_str().unwrap();
+        for node in &nats.nodes {
+            let url = format!("http://127.0.0.1:{}{path}", node.http_port);
+            eventually(&format!("{} answers its {probe}", node.name), || {
+                ureq::get(&url).call().ok().filter(|r| r.status() == 200)
+            });
+        }
+    }
 }

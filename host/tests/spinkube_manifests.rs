@@ -8,6 +8,7 @@ mod support;
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{json, Value};
+use support::manifests::*;
 use support::spinkube::*;
 use support::workspace_root;
 use ticketing_host::backends::key_value::StoreConfig;
@@ -217,49 +218,6 @@ fn variables_used(manifest: &toml::Table, components: &BTreeSet<String>) -> BTre
     used
 }
 
-/// `(service, port)` of a `scheme://service:port` URL, which must have nothing else.
-fn service_of(url: &str) -> (String, u64) {
-    let authority = url
-        .split_once("://")
-        .unwrap_or_else(|| panic!("{url}: no scheme"))
-        .1;
-    assert!(
-        !authority.contains(['/', '?', '@']),
-        "{url}: scheme://service:port only"
-    );
-    let (host, port) = authority.rsplit_once(':').expect("a port");
-    (host.to_owned(), port.parse().unwrap())
-}
-
-/// The container port a Service port leads to.
-fn assert_service(objects: &[Value], url: &str) -> u64 {
-    let (name, port) = service_of(url);
-    let service = find(objects, "Service", &name);
-    let entry = service["spec"]["ports"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["port"] == port)
-        .unwrap_or_else(|| panic!("{url}: Service {name} has no port {port}"));
-    // The pods behind it listen there.
-    let selector = &service["spec"]["selector"];
-    let workload = objects
-        .iter()
-        .find(|o| {
-            o["kind"] == "StatefulSet" && &o["spec"]["template"]["metadata"]["labels"] == selector
-        })
-        .unwrap_or_else(|| panic!("no StatefulSet behind Service {name}"));
-    let ports = workload["spec"]["template"]["spec"]["containers"][0]["ports"]
-        .as_array()
-        .unwrap();
-    let target = &entry["targetPort"];
-    let container_port = ports
-        .iter()
-        .find(|p| (target.is_null() && p["containerPort"] == port) || p["name"] == *target)
-        .unwrap_or_else(|| panic!("{url}: no container port for {entry}"));
-    container_port["containerPort"].as_u64().unwrap()
-}
-
 #[test]
 fn variables_stores_and_addresses_agree_with_spin_toml() {
     let objects = objects();
@@ -308,34 +266,42 @@ fn variables_stores_and_addresses_agree_with_spin_toml() {
         }
     }
 
-    // The trigger side's servers: events on NATS, timers on Redis, both Services.
-    for name in ["nats_url", "timers_url"] {
-        match trigger_vars.get(name) {
-            Some(Source::Value(url)) => {
-                assert_service(&objects, url);
-            }
-            other => panic!("trigger-nats: {name} is {other:?}"),
-        }
-    }
+    // The trigger side's servers: events on every server of the NATS cluster (by pod),
+    // stream replicas on all three, timers on the Redis Service.
+    let conf = std::fs::read_to_string(spinkube_dir().join("nats.conf")).unwrap();
+    let cluster = check_nats_cluster(&objects, &conf);
     let Some(Source::Value(nats_url)) = trigger_vars.get("nats_url") else {
-        unreachable!()
+        panic!("trigger-nats sets nats_url");
     };
-    assert!(nats_url.starts_with("nats://"));
+    assert_nats_url(&objects, &cluster, &conf, nats_url);
+    assert_eq!(
+        trigger_vars.get("nats_stream_replicas"),
+        Some(&Source::Value(cluster.servers.len().to_string())),
+        "the stream on every server"
+    );
+    match trigger_vars.get("timers_url") {
+        Some(Source::Value(url)) => {
+            container_port_of(&objects, url);
+        }
+        other => panic!("trigger-nats: timers_url is {other:?}"),
+    }
 
-    // The HTTP components publish to the NATS Service's MQTT port, and may.
+    // The HTTP components publish to the NATS client Service's MQTT port (Spin's MQTT takes
+    // one address: the Service's, any ready server), and may.
     let Some(Source::Value(mqtt)) = app_vars.get("mqtt_address") else {
         panic!("the SpinApp sets mqtt_address");
     };
     assert!(mqtt.starts_with("mqtt://"), "{mqtt}");
-    let mqtt_port = assert_service(&objects, mqtt);
+    let mqtt_port = container_port_of(&objects, mqtt);
+    let mqtt_service = find(&objects, "Service", &host_and_port(mqtt).0);
     assert_eq!(
-        service_of(mqtt).0,
-        service_of(nats_url).0,
-        "MQTT is on NATS"
+        mqtt_service["spec"]["selector"],
+        find(&objects, "StatefulSet", "nats")["spec"]["template"]["metadata"]["labels"],
+        "MQTT is on the NATS servers"
     );
     assert_eq!(
         mqtt_port,
-        nats_conf_port("mqtt"),
+        listen_port(&nats_conf_value(&conf, "mqtt.listen")),
         "nats.conf listens for MQTT there"
     );
     for id in &http {
@@ -354,8 +320,6 @@ fn variables_stores_and_addresses_agree_with_spin_toml() {
             );
         }
     }
-    let nats_client = assert_service(&objects, nats_url);
-    assert_eq!(nats_client, nats_conf_port("client"));
 
     // Stores: every label a selected component uses, on the redis Service, in the SpinApp;
     // the listeners' labels on the same URLs in the trigger side's runtime config.
@@ -380,7 +344,7 @@ fn variables_stores_and_addresses_agree_with_spin_toml() {
             .find(|o| o["name"] == "url")
             .and_then(|o| o["value"].as_str())
             .unwrap_or_else(|| panic!("{store}: a url"));
-        assert_service(&objects, url);
+        container_port_of(&objects, url);
         app_stores.insert(store["name"].as_str().unwrap().to_owned(), url.to_owned());
     }
     let app_labels: BTreeSet<String> = app_stores.keys().cloned().collect();
@@ -409,26 +373,6 @@ fn variables_stores_and_addresses_agree_with_spin_toml() {
             other => panic!("trigger-nats store {label}: {other:?}, not Redis"),
         }
     }
-}
-
-/// The port nats.conf listens on, for clients or MQTT.
-fn nats_conf_port(which: &str) -> u64 {
-    let text = std::fs::read_to_string(spinkube_dir().join("nats.conf")).unwrap();
-    let body: Vec<&str> = text
-        .lines()
-        .map(|l| l.split('#').next().unwrap().trim())
-        .filter(|l| !l.is_empty())
-        .collect();
-    let start = match which {
-        "client" => 0,
-        "mqtt" => body.iter().position(|l| l.starts_with("mqtt")).unwrap() + 1,
-        _ => unreachable!(),
-    };
-    let line = body[start..]
-        .iter()
-        .find(|l| l.starts_with("listen:"))
-        .unwrap_or_else(|| panic!("nats.conf: no {which} listen"));
-    line.rsplit_once(':').unwrap().1.trim().parse().unwrap()
 }
 
 /// The runtime config file (in the ConfigMap generator) that the trigger's
@@ -525,7 +469,7 @@ fn the_kustomization_the_servers_and_the_trigger_image_fit_together() {
     let args = redis["spec"]["template"]["spec"]["containers"][0]["args"].to_string();
     assert!(args.contains("\"--appendonly\",\"yes\""), "{args}");
 
-    // NATS: its config from the generated ConfigMap, JetStream on the volume.
+    // NATS: its config from the generated ConfigMap, a three-server cluster.
     let nats = find(&objects, "StatefulSet", "nats");
     let container = &nats["spec"]["template"]["spec"]["containers"][0];
     let args: Vec<&str> = container["args"]
@@ -539,24 +483,18 @@ fn the_kustomization_the_servers_and_the_trigger_image_fit_together() {
     let configmap = mounted_configmap(&objects, "StatefulSet", container, dir);
     assert_eq!(generated(&configmap), [file]);
     let conf = std::fs::read_to_string(spinkube_dir().join(file)).unwrap();
-    assert!(
-        conf.contains("server_name:") && conf.contains("jetstream"),
-        "{conf}"
+    check_nats_cluster(&objects, &conf);
+    // The cluster of deploy/kubernetes, plus the MQTT listener.
+    let kubernetes = workspace_root().join("deploy/kubernetes/nats.conf");
+    let without_mqtt: Vec<(String, String)> = nats_conf_entries(&conf)
+        .into_iter()
+        .filter(|(key, _)| !key.starts_with("mqtt."))
+        .collect();
+    assert_eq!(
+        without_mqtt,
+        nats_conf_entries(&std::fs::read_to_string(kubernetes).unwrap()),
+        "deploy/spinkube/nats.conf is deploy/kubernetes/nats.conf with an MQTT listener"
     );
-    let data = container["volumeMounts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["name"] == "data")
-        .unwrap();
-    assert!(
-        conf.contains(&format!(
-            "store_dir: \"{}\"",
-            data["mountPath"].as_str().unwrap()
-        )),
-        "JetStream stores on the volume"
-    );
-    assert!(nats["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "data");
 
     // The trigger image: the lock file it bakes in is spin.toml's, the app at /app.
     let committed: Value = serde_json::from_str(

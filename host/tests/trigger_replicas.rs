@@ -1,21 +1,24 @@
 //! Scale-out of the SpinKube deployment's NATS side: three trigger-nats replicas, started as
 //! the Deployment in deploy/spinkube starts them (its arguments, environment and runtime
-//! config, the readiness probe on the admin listener), from one lock file, against one
-//! NATS server (deploy/spinkube/nats.conf) and one Redis, with the HTTP side beside them as
+//! config, the readiness probe on the admin listener), from one lock file, against the NATS
+//! cluster of deploy/spinkube (three servers from its nats.conf, on loopback) and one Redis,
+//! with the HTTP side beside them as
 //! the SpinApp configures it (the host with only its HTTP trigger standing in for the shim).
 //! A workload of ten tickets and ten orders, half paid and half left to expire, is then
 //! audited on the NATS stream and through the API: every event's effect happened once and
 //! every timer fired once.
 mod support;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
+use support::manifests::check_nats_cluster;
+use support::nats_cluster::NatsCluster;
 use support::spin::write_lock_file;
 use support::spinkube::*;
+use support::traffic::{event_counts, stream_events};
 use support::*;
 
 const REPLICAS: usize = 3;
@@ -91,33 +94,12 @@ impl Drop for Replica {
     }
 }
 
-/// The stream's messages, as (subject, JSON payload).
-fn stream_events(nats_url: &str) -> Vec<(String, Value)> {
-    let runtime = tokio::runtime::Runtime::new().unwrap();
-    runtime.block_on(async {
-        let client = async_nats::connect(nats_url).await.unwrap();
-        let mut stream = async_nats::jetstream::new(client)
-            .get_stream("TICKETING")
-            .await
-            .expect("the stream");
-        let last = stream.info().await.unwrap().state.last_sequence;
-        let mut events = Vec::new();
-        for sequence in 1..=last {
-            if let Ok(message) = stream.get_raw_message(sequence).await {
-                let payload: Value =
-                    serde_json::from_slice(&message.payload).unwrap_or(Value::Null);
-                events.push((message.subject.to_string(), payload));
-            }
-        }
-        events
-    })
-}
-
 /// Whether every durable consumer of the stream has delivered and had acked everything.
 fn consumers_idle(nats_url: &str) -> bool {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = async_nats::connect(nats_url).await.unwrap();
+        let servers: Vec<&str> = nats_url.split(',').collect();
+        let client = async_nats::connect(servers).await.unwrap();
         let stream = async_nats::jetstream::new(client)
             .get_stream("TICKETING")
             .await
@@ -137,18 +119,20 @@ fn consumers_idle(nats_url: &str) -> bool {
 
 #[test]
 fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
-    let nats = ClusterNats::start();
+    let objects = objects();
+    let conf = spinkube_dir().join("nats.conf");
+    let servers = check_nats_cluster(&objects, &std::fs::read_to_string(&conf).unwrap()).servers;
+    let nats = NatsCluster::from_deploy_conf(&conf, &servers);
     let redis = Redis::start();
     ensure_built();
-    let objects = objects();
     let dir = tempfile::tempdir().unwrap();
+    // The deployment's addresses on this test's servers (MQTT through the client Service:
+    // any server).
+    let mqtt_port = nats.nodes[0].mqtt_port.expect("an MQTT listener");
     let local = |text: &str| {
-        text.replace("nats://nats:4222", &nats.url())
+        nats.localize(text)
             .replace("redis://redis:6379", &redis.url())
-            .replace(
-                "mqtt://nats:1883",
-                &format!("mqtt://127.0.0.1:{}", nats.mqtt_port),
-            )
+            .replace("mqtt://nats:1883", &format!("mqtt://127.0.0.1:{mqtt_port}"))
     };
 
     // The Deployment's runtime config and lock file, on this test's servers and paths.
@@ -209,7 +193,7 @@ fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
         }
     }
     let http = http
-        .var("nats_url", &nats.url())
+        .var("nats_url", &nats.urls())
         .var("timers_url", &redis.url())
         .var("expiration_window_seconds", &WINDOW_SECS.to_string());
     let mut http = http;
@@ -267,24 +251,12 @@ fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
     within(180, "every consumer idle and no timer left", || {
         let timers_left = redis.command("ZCARD ticketing:timers:due") != ":0"
             || redis.command("ZCARD ticketing:timers:leases") != ":0";
-        (!timers_left && consumers_idle(&nats.url())).then_some(())
+        (!timers_left && consumers_idle(&nats.urls())).then_some(())
     });
 
     // The audit, on the stream: how many of each event, per entity.
-    let events = stream_events(&nats.url());
-    let mut counts: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for (subject, payload) in &events {
-        let kind = subject
-            .strip_prefix("ticketing.")
-            .unwrap_or(subject)
-            .to_owned();
-        let entity = match kind.as_str() {
-            "expiration.complete" | "payment.created" => &payload["orderId"],
-            _ => &payload["id"],
-        };
-        let entity = entity.as_str().unwrap_or("?").to_owned();
-        *counts.entry((kind, entity)).or_default() += 1;
-    }
+    let events = stream_events(&nats.urls());
+    let counts = event_counts(&events);
     let count = |kind: &str, id: &str| {
         counts
             .get(&(kind.to_owned(), id.to_owned()))
@@ -345,5 +317,4 @@ fn three_trigger_replicas_handle_each_event_once_and_fire_each_timer_once() {
         assert!(status.success(), "exit {status}:\n{}", replica.log());
     }
     drop(http);
-    let _ = nats.log();
 }

@@ -2,6 +2,7 @@
 //! data dir) and its own `ticketing` host (own state dir), and talks HTTP to it.
 #![allow(dead_code)] // each test binary uses a different part of this module
 
+pub mod manifests;
 pub mod nats_cluster;
 pub mod scenarios;
 pub mod spin;
