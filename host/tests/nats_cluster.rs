@@ -217,6 +217,16 @@ fn killing_the_stream_leader_twice_loses_no_event_and_no_paid_order() {
     };
     let logs = || format!("{}\n{}\n{}", host_a.log(), host_b.log(), cluster.logs());
     audit(&books, &mut buyers, &mut host_a.client(), &logs);
+
+    // What a copy of the stream takes, for sizing the servers' volumes.
+    let leader = cluster.wait_for_stream_leader(STREAM, None, CLUSTER_BOUND);
+    let view = cluster.stream_view(leader, STREAM).unwrap();
+    println!(
+        "the stream: {} events, {} bytes ({} per event)",
+        view.messages,
+        view.bytes,
+        view.bytes / view.messages.max(1),
+    );
 }
 
 /// Whether the host's readiness probe passes.

@@ -100,6 +100,8 @@ pub struct StreamView {
     pub num_replicas: u64,
     /// Messages in the stream.
     pub messages: u64,
+    /// Bytes the stream's messages take in this node's store.
+    pub bytes: u64,
 }
 
 /// A JetStream cluster on loopback, every node killed on drop.
@@ -328,6 +330,7 @@ impl NatsCluster {
                 .collect(),
             num_replicas: detail["config"]["num_replicas"].as_u64().unwrap_or(0),
             messages: detail["state"]["messages"].as_u64().unwrap_or(0),
+            bytes: detail["state"]["bytes"].as_u64().unwrap_or(0),
         })
     }
 
