@@ -151,7 +151,10 @@ fn a_ticket_whose_order_died_after_claiming_it_can_be_ordered_again(config: Host
         won.len(),
         1,
         "exactly one order wins the ticket: {:?}",
-        replies.iter().map(|r| (r.status, r.body.clone())).collect::<Vec<_>>()
+        replies
+            .iter()
+            .map(|r| (r.status, r.body.clone()))
+            .collect::<Vec<_>>()
     );
     let order_id = won[0].json()["id"].as_str().unwrap().to_owned();
     // And it is a real order: the ticket shows it once its event is through.

@@ -46,14 +46,17 @@ fn provided(name: &str) -> bool {
     let Some((interface, version)) = name.split_once('@') else {
         return false;
     };
-    PROVIDED_BY_SPIN_3_6_AND_4_0.iter().any(|(prefix, allowed)| {
-        let interface_matches = if prefix.ends_with('/') {
-            interface.starts_with(prefix)
-        } else {
-            interface == *prefix
-        };
-        interface_matches && (version == *allowed || version.starts_with(&format!("{allowed}.")))
-    })
+    PROVIDED_BY_SPIN_3_6_AND_4_0
+        .iter()
+        .any(|(prefix, allowed)| {
+            let interface_matches = if prefix.ends_with('/') {
+                interface.starts_with(prefix)
+            } else {
+                interface == *prefix
+            };
+            interface_matches
+                && (version == *allowed || version.starts_with(&format!("{allowed}.")))
+        })
 }
 
 /// The components spin.toml routes HTTP to, with their `.wasm` files.
@@ -88,7 +91,9 @@ fn the_http_components_use_only_what_spin_3_6_and_4_0_both_provide() {
             .unwrap_or_else(|e| panic!("{id}: loading {}: {e:#}", path.display()));
         let ty = component.component_type();
         if ty.imports(&engine).len() == 0 {
-            problems.push(format!("{id}: no imports read (the check would prove nothing)"));
+            problems.push(format!(
+                "{id}: no imports read (the check would prove nothing)"
+            ));
         }
         for (name, item) in ty.imports(&engine) {
             if !matches!(item.ty, ComponentItem::ComponentInstance(_)) || !provided(name) {
