@@ -292,6 +292,35 @@ impl StreamConfig {
     }
 }
 
+/// How long start-up keeps trying a bus that does not answer yet: a JetStream cluster
+/// electing a stream leader (seconds), or a server starting beside the host.
+pub const START_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// Runs `attempt` until it succeeds or [`START_RETRY_FOR`] has passed, logging each failure;
+/// the last error is returned.
+pub async fn retry_at_start<T, F, Fut>(what: &str, mut attempt: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+{
+    let deadline = tokio::time::Instant::now() + START_RETRY_FOR;
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match attempt().await {
+            Ok(value) => return Ok(value),
+            Err(error) if tokio::time::Instant::now() + wait < deadline => {
+                tracing::warn!(
+                    error = %format!("{error:#}"),
+                    "{what} failed; trying again in {wait:?}"
+                );
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(Duration::from_secs(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Opens the host's event bus: JetStream at `nats_url`, or the embedded queue in `embedded`
 /// when the URL is empty. A NATS server is connected to here, so an unreachable one fails
 /// start-up with an error naming it.
@@ -332,9 +361,11 @@ async fn open_bus(
             .map(|server| super::key_value::redact_url(server.trim()))
             .collect::<Vec<_>>()
             .join(",");
-        let bus = NatsEventBus::connect(nats_url, stream)
-            .await
-            .with_context(|| format!("event bus: cannot use NATS JetStream at {shown_url}"))?;
+        let bus = retry_at_start("connecting to NATS JetStream", || {
+            NatsEventBus::connect(nats_url, stream)
+        })
+        .await
+        .with_context(|| format!("event bus: cannot use NATS JetStream at {shown_url}"))?;
         tracing::info!(
             url = %shown_url,
             stream = %stream.name,

@@ -33,7 +33,9 @@ use tracing::Instrument as _;
 use self::bindings::exports::ticketing::platform::listener::{self, Message};
 use self::bindings::EventListenerPre;
 pub use self::config::{Listener, NatsSettings, NatsTriggerConfig};
-use crate::backends::event_bus::{Consumer, ConsumerOptions, Delivery, Event, EventBus};
+use crate::backends::event_bus::{
+    retry_at_start, Consumer, ConsumerOptions, Delivery, Event, EventBus,
+};
 use crate::engine::{HostState, LoadedComponent, Runtime};
 use crate::observability::metrics::{self, GuestOutcome, Settlement, Trigger};
 use crate::observability::traces;
@@ -168,7 +170,15 @@ impl NatsTrigger {
         let (stop, stopped) = watch::channel(false);
         let mut consumers = Vec::new();
         for listener in &self.listeners {
-            let consumer = self.open_consumer(listener).await.with_context(|| {
+            // A JetStream cluster may be electing the stream's leader: keep trying a while.
+            // The embedded queue has nothing to wait for.
+            let consumer = if self.settings.url.is_empty() {
+                self.open_consumer(listener).await
+            } else {
+                let opening = format!("opening durable consumer {}", listener.consumer);
+                retry_at_start(&opening, || self.open_consumer(listener)).await
+            };
+            let consumer = consumer.with_context(|| {
                 format!(
                     "[[trigger.nats]] component `{}`: opening durable consumer `{}` on {}",
                     listener.component, listener.consumer, listener.subject
