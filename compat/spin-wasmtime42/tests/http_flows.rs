@@ -5,7 +5,9 @@
 //! without a trap and answer what docs/API.md specifies.
 mod support;
 
+use bytes::Bytes;
 use support::*;
+use wasmtime_wasi_http::bindings::http::types::ErrorCode;
 
 /// Signs up `email` and returns its session cookie (`session=<jwt>`) and `{id, email}`.
 async fn sign_up(app: &App, email: &str) -> (String, Value) {
@@ -134,6 +136,56 @@ async fn accounts_sign_up_sign_in_and_say_who_is_signed_in() {
     assert_eq!(signout.status, 200, "{signout}");
     assert_eq!(signout.json(), json!({}));
     assert!(signout.header("set-cookie").unwrap().contains("Max-Age=0"));
+}
+
+/// A request body that breaks after its first bytes, as Spin's HTTP trigger reports a
+/// client's body to the guest: `HTTP-protocol-error` for a malformed chunk,
+/// `connection-read-timeout` for a client that stopped sending (after 600 s there).
+struct BrokenBody {
+    sent: bool,
+    error: ErrorCode,
+}
+
+impl hyper::body::Body for BrokenBody {
+    type Data = Bytes;
+    type Error = ErrorCode;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, ErrorCode>>> {
+        let frame = if std::mem::replace(&mut self.sent, true) {
+            Err(self.error.clone())
+        } else {
+            Ok(hyper::body::Frame::data(Bytes::from_static(b"{\"email\":")))
+        };
+        std::task::Poll::Ready(Some(frame))
+    }
+}
+
+#[tokio::test]
+async fn a_body_the_client_broke_is_its_fault_not_a_500() {
+    let app = App::new();
+    for (error, status, message) in [
+        (ErrorCode::HttpProtocolError, 400, "Invalid request body"),
+        (ErrorCode::ConnectionReadTimeout, 408, "Request timeout"),
+        (ErrorCode::ConnectionTerminated, 400, "Invalid request body"),
+    ] {
+        for path in ["/api/users/signup", "/api/tickets", "/api/nothing"] {
+            let request = request("POST", path, None)
+                .header("content-type", "application/json")
+                .body(BrokenBody {
+                    sent: false,
+                    error: error.clone(),
+                })
+                .unwrap();
+            app.call_streaming(request)
+                .await
+                .assert_error(status, &[message]);
+        }
+    }
+    // The components go on serving.
+    sign_up(&app, "after@example.com").await;
 }
 
 #[tokio::test]

@@ -48,6 +48,10 @@ pub enum ApiError {
     PayloadTooLarge,
     /// 400, malformed JSON or wrong content type.
     InvalidJson,
+    /// 400, a request body that could not be read (a malformed chunk, cut short).
+    InvalidBody,
+    /// 408, the client stopped sending its request body.
+    RequestTimeout,
     /// 500; the cause is logged, never shown to the client.
     Internal(anyhow::Error),
     /// 503, a backend (the key-value store, the event bus) did not answer: nothing the
@@ -71,9 +75,12 @@ impl ApiError {
 
     pub fn status(&self) -> u16 {
         match self {
-            Self::Validation(_) | Self::BadRequest(_) | Self::InvalidJson => 400,
+            Self::Validation(_) | Self::BadRequest(_) | Self::InvalidJson | Self::InvalidBody => {
+                400
+            }
             Self::NotAuthorized => 401,
             Self::NotFound => 404,
+            Self::RequestTimeout => 408,
             Self::PayloadTooLarge => 413,
             Self::Internal(_) => 500,
             Self::NotYet(_) => 409,
@@ -92,6 +99,8 @@ impl ApiError {
             Self::NotFound => vec![FieldError::message_only("Not Found")],
             Self::PayloadTooLarge => vec![FieldError::message_only("Payload too large")],
             Self::InvalidJson => vec![FieldError::message_only("Invalid JSON body")],
+            Self::InvalidBody => vec![FieldError::message_only("Invalid request body")],
+            Self::RequestTimeout => vec![FieldError::message_only("Request timeout")],
             Self::Internal(_) => vec![FieldError::message_only("Something went wrong")],
             Self::Unavailable(_) => vec![FieldError::message_only(SERVICE_UNAVAILABLE)],
         }
@@ -193,6 +202,8 @@ mod tests {
             (ApiError::NotFound, 404, "Not Found"),
             (ApiError::PayloadTooLarge, 413, "Payload too large"),
             (ApiError::InvalidJson, 400, "Invalid JSON body"),
+            (ApiError::InvalidBody, 400, "Invalid request body"),
+            (ApiError::RequestTimeout, 408, "Request timeout"),
         ];
         for (error, status, message) in cases {
             assert_eq!(error.status(), status);

@@ -7,7 +7,8 @@
 
 use futures::StreamExt;
 use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
-use spin_sdk::http::{IncomingRequest, Request, Response};
+use spin_sdk::http::{ErrorCode, IncomingRequest, Request, Response};
+use spin_sdk::wit::wasi::http0_2_0::types::http_error_code;
 
 use crate::errors::ApiError;
 
@@ -22,6 +23,9 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// a resource whose children live traps the guest ("resource has children"; newer wasmtime,
 /// as in our host, allows it). So the headers are copied out and their handle dropped at
 /// once; the body stream then drops its input stream before it finishes the body.
+///
+/// A body that cannot be read is the client's doing (a malformed chunk, a client that stops
+/// sending), never a 500: see [`body_read_error`].
 pub async fn read_request(incoming: IncomingRequest) -> Result<Request, ApiError> {
     let method = incoming.method();
     let uri = incoming.uri();
@@ -29,8 +33,8 @@ pub async fn read_request(incoming: IncomingRequest) -> Result<Request, ApiError
     let mut body = Vec::new();
     let mut chunks = incoming.into_body_stream();
     while let Some(chunk) = chunks.next().await {
-        let chunk = chunk
-            .map_err(|e| anyhow::anyhow!("reading the request body: {}", e.to_debug_string()))?;
+        // The error resource is dropped here, before the stream it came from.
+        let chunk = chunk.map_err(|error| body_read_error(http_error_code(&error)))?;
         body.extend_from_slice(&chunk);
         if body.len() > MAX_BODY_BYTES {
             body.truncate(MAX_BODY_BYTES + 1);
@@ -43,6 +47,18 @@ pub async fn read_request(incoming: IncomingRequest) -> Result<Request, ApiError
         .headers(headers)
         .body(body)
         .build())
+}
+
+/// The answer to a request body that failed, by the `wasi:http` error code the host gave
+/// its read (none: the host did not say). Spin gives `connection-read-timeout` for a client
+/// that stopped sending and `HTTP-protocol-error` for a malformed chunk. The project's host
+/// gives no code, and answers such requests itself whatever the component answers.
+pub fn body_read_error(code: Option<ErrorCode>) -> ApiError {
+    match code {
+        Some(ErrorCode::ConnectionReadTimeout) => ApiError::RequestTimeout,
+        Some(ErrorCode::HttpRequestBodySize(_)) => ApiError::PayloadTooLarge,
+        _ => ApiError::InvalidBody,
+    }
 }
 
 /// The JSON object in the request body, deserialized as `T`.
@@ -241,6 +257,20 @@ mod tests {
         let at_limit = format!("{{}}{}", " ".repeat(MAX_BODY_BYTES - 2));
         assert_eq!(at_limit.len(), MAX_BODY_BYTES);
         assert!(parse(JSON, &at_limit).is_ok());
+    }
+
+    #[test]
+    fn unreadable_bodies_are_the_clients_fault() {
+        let status = |code| body_read_error(code).status();
+        assert_eq!(status(Some(ErrorCode::ConnectionReadTimeout)), 408);
+        assert_eq!(
+            status(Some(ErrorCode::HttpRequestBodySize(Some(1 << 20)))),
+            413
+        );
+        assert_eq!(status(Some(ErrorCode::HttpProtocolError)), 400);
+        assert_eq!(status(Some(ErrorCode::ConnectionTerminated)), 400);
+        assert_eq!(status(None), 400);
+        assert_eq!(body_read_error(None).to_string(), "Invalid request body");
     }
 
     #[test]

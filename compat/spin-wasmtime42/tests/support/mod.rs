@@ -296,6 +296,16 @@ impl App {
     /// Serves one request with a fresh instance of the component its path routes to, as Spin
     /// does. Panics, with the guest's error and its stderr, if the guest traps.
     pub async fn call(&self, request: hyper::Request<Full<Bytes>>) -> Reply {
+        let request = request.map(|body| body.map_err(|never| -> ErrorCode { match never {} }));
+        self.call_streaming(request).await
+    }
+
+    /// `call` with any request body, one that fails as Spin's HTTP trigger reports a client's
+    /// broken body included (an `ErrorCode` the guest's read gets).
+    pub async fn call_streaming<B>(&self, request: hyper::Request<B>) -> Reply
+    where
+        B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
+    {
         let service = Service::for_path(request.uri().path());
         let (store, stderr) = self.store(service);
         match serve(service, store, request).await {
@@ -367,14 +377,16 @@ impl App {
 /// Calls `wasi:http/incoming-handler.handle` and reads the response while the guest writes
 /// it. The call runs in its own task that owns the store: if the guest traps, the task ends,
 /// the store and its response outparam are dropped, and the waiting side sees it.
-async fn serve(
+async fn serve<B>(
     service: Service,
     mut store: Store<Host>,
-    request: hyper::Request<Full<Bytes>>,
-) -> wasmtime::Result<Reply> {
+    request: hyper::Request<B>,
+) -> wasmtime::Result<Reply>
+where
+    B: hyper::body::Body<Data = Bytes, Error = ErrorCode> + Send + 'static,
+{
     let pre = compiled().components[&service].clone();
     let (sender, receiver) = tokio::sync::oneshot::channel();
-    let request = request.map(|body| body.map_err(|never| -> ErrorCode { match never {} }));
     let incoming = store
         .data_mut()
         .new_incoming_request(Scheme::Http, request)?;
