@@ -68,9 +68,13 @@ pub fn json_body<T: DeserializeOwned>(req: &Request) -> Result<T, ApiError> {
 }
 
 /// The body rules of the API: at most 64 KiB (else 413), `Content-Type: application/json`
-/// and a JSON object (else 400 "Invalid JSON body"). Checking the fields is the caller's
-/// business: request types mark them `optional_field` so that a missing or mistyped field
-/// becomes a validation error naming it.
+/// and a JSON object that names each of `T`'s fields at most once (else 400 "Invalid JSON
+/// body"). Checking the fields is the caller's business: request types mark them
+/// `optional_field` so that a missing or mistyped field becomes a validation error naming it.
+///
+/// The body is deserialized straight into `T`, whose derived `Deserialize` refuses a field
+/// given twice: a JSON parser elsewhere (a proxy, a log pipeline) might read the first of
+/// two, and this one would otherwise act on the last.
 pub fn parse_json_body<T: DeserializeOwned>(
     content_type: Option<&str>,
     body: &[u8],
@@ -81,12 +85,11 @@ pub fn parse_json_body<T: DeserializeOwned>(
     if !content_type.is_some_and(is_json_content_type) {
         return Err(ApiError::InvalidJson);
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)?;
-    if !value.is_object() {
+    // A struct also deserializes from a JSON array (its fields in order): only objects.
+    if body.trim_ascii_start().first() != Some(&b'{') {
         return Err(ApiError::InvalidJson);
     }
-    serde_json::from_value(value).map_err(|_| ApiError::InvalidJson)
+    serde_json::from_slice(body).map_err(|_| ApiError::InvalidJson)
 }
 
 /// Deserializes a request field leniently: absent, `null` or of the wrong type all read as
@@ -205,6 +208,54 @@ mod tests {
                 "body {body:?} should be rejected"
             );
         }
+    }
+
+    #[test]
+    fn a_field_given_twice_is_invalid_json() {
+        for body in [
+            r#"{"email": "a@b.co", "email": "c@d.co", "password": "secret"}"#,
+            r#"{"email": "a@b.co", "password": "x", "password": "secret"}"#,
+            r#"{"email": null, "email": "c@d.co"}"#,
+        ] {
+            assert!(
+                matches!(parse(JSON, body), Err(ApiError::InvalidJson)),
+                "body {body:?} should be rejected"
+            );
+        }
+        // Fields the request type does not have are ignored, repeated or not.
+        let parsed = parse(JSON, r#"{"email": "a@b.co", "x": 1, "x": 2}"#).unwrap();
+        assert_eq!(parsed.email.as_deref(), Some("a@b.co"));
+    }
+
+    #[test]
+    fn hostile_json_is_invalid_json() {
+        let deep_arrays = format!(
+            "{{\"email\": {}{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let deep_objects = format!("{}{}", r#"{"email":"#.repeat(5_000), "}".repeat(5_000));
+        let bodies: [&[u8]; 6] = [
+            deep_arrays.as_bytes(),
+            deep_objects.as_bytes(),
+            br#"{"email": 1e999}"#,
+            b"{\"email\": \"a\0b\"}",
+            b"{\"email\": \"\xff\"}",
+            br#"{"email": "a@b.co"} trailing"#,
+        ];
+        for body in bodies {
+            assert!(
+                matches!(
+                    parse_json_body::<Credentials>(JSON, body),
+                    Err(ApiError::InvalidJson)
+                ),
+                "body {:?}... should be rejected",
+                String::from_utf8_lossy(&body[..body.len().min(40)])
+            );
+        }
+        // An escaped NUL is a valid JSON string: the field's validation decides.
+        let parsed = parse(JSON, r#"{"email": "a\u0000@b.co"}"#).unwrap();
+        assert_eq!(parsed.email.as_deref(), Some("a\0@b.co"));
     }
 
     #[test]
