@@ -23,7 +23,10 @@ async fn handle_web(incoming: IncomingRequest) -> Response {
 
 fn route(req: &Request) -> Response {
     let path = req.path();
-    if path == "/api" || path.starts_with("/api/") {
+    // However many slashes lead it (`//api/...`, which a proxy merging slashes would send to
+    // the API), a path under /api is the API's, and its 404 is JSON.
+    let api_path = path.trim_start_matches('/');
+    if api_path == "api" || api_path.starts_with("api/") {
         return ApiError::NotFound.into_response();
     }
     let head = match req.method() {
