@@ -120,6 +120,8 @@ pub struct RunOptions {
     pub state_dir: StateDir,
     /// Time limit of one request or one event handler.
     pub request_timeout: Duration,
+    /// Longest wait for the next bytes of a request body (runs with HTTP only).
+    pub body_read_timeout: Duration,
     /// Default: `max_instance_memory` of the runtime config, else 128 MiB.
     pub max_instance_memory: Option<u64>,
     pub max_instances: u32,
@@ -142,6 +144,7 @@ impl Default for RunOptions {
             runtime_config_file: None,
             state_dir: StateDir::Ticketing(None),
             request_timeout: Duration::from_secs(30),
+            body_read_timeout: HttpSettings::default().body_read_timeout,
             max_instance_memory: None,
             max_instances: 256,
             pooling: true,
@@ -445,6 +448,7 @@ impl HttpSide {
             runtime.clone(),
             HttpSettings {
                 request_timeout: options.request_timeout,
+                body_read_timeout: options.body_read_timeout,
                 ..HttpSettings::default()
             },
         )

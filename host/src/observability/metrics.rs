@@ -62,6 +62,9 @@ pub enum GuestOutcome {
     Timeout,
     /// It tried to grow its memory past the per-instance cap.
     MemoryLimit,
+    /// Stopped by the host, which answered its request itself (the client's request body
+    /// failed: malformed, too large or too slow).
+    Cancelled,
 }
 
 impl GuestOutcome {
@@ -88,6 +91,7 @@ impl GuestOutcome {
             GuestOutcome::Trap => "trap",
             GuestOutcome::Timeout => "timeout",
             GuestOutcome::MemoryLimit => "memory_limit",
+            GuestOutcome::Cancelled => "cancelled",
         }
     }
 }
@@ -164,7 +168,7 @@ impl Metrics {
             )?,
             guest_outcomes: counter(
                 "ticketing_guest_runs_total",
-                "Guest runs by how they ended: ok, trap, timeout or memory_limit.",
+                "Guest runs by how they ended: ok, trap, timeout, memory_limit or cancelled.",
                 &["component", "trigger", "outcome"],
             )?,
             instances_in_use: gauge(

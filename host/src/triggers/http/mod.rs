@@ -3,11 +3,15 @@
 //!
 //! Per request: route (unknown → 404), check the body size (Content-Length over the cap →
 //! 413), wait for a free instance slot, add Spin's `spin-*` headers, then instantiate the
-//! component in a new store and call its `wasi:http/incoming-handler`. The guest runs in its
-//! own task, bounded by the request deadline twice over: epoch interruption traps guest code
-//! that runs past it, and a tokio timeout drops a guest that waits on I/O past it. A trapping,
-//! looping or memory-hungry guest fails only its own request (500/503 in the API's error
-//! envelope, logged with the component id); the server keeps serving.
+//! component in a new store and call its `wasi:http/incoming-handler`. The guest runs in its own task, bounded by the request
+//! deadline twice over: epoch interruption traps guest code that runs past it, and a tokio
+//! timeout drops a guest that waits on I/O past it. A trapping, looping or memory-hungry
+//! guest fails only its own request (500/503 in the API's error envelope, logged with the
+//! component id); the server keeps serving.
+//!
+//! The client's side is bounded too: a request body that breaks (413 past the cap, 400
+//! malformed, 408 when no bytes come for the body timeout, see [`request_body`]) is answered
+//! by the host at once, whatever the guest does, and ends the guest.
 //!
 //! Every request gets one access-log line (method, path, status, component, duration).
 //! [`HttpTrigger::serve`] stops accepting on shutdown and lets in-flight requests finish for
@@ -15,6 +19,7 @@
 
 mod body;
 mod headers;
+mod request_body;
 mod responses;
 pub mod router;
 
@@ -22,7 +27,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,8 +42,8 @@ use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::WasiHttpView as _;
 
-use self::body::CappedBody;
 pub use self::body::ResponseBody;
+use self::request_body::{BodyFault, RequestBody};
 pub use self::router::Router;
 use crate::backends;
 use crate::engine::{HostState, LoadedComponent, Runtime};
@@ -54,6 +58,8 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Request bodies above this many bytes get 413 (components enforce smaller limits).
     pub max_request_body: u64,
+    /// The longest a guest waits for the next bytes of a request body: then 408.
+    pub body_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
     pub shutdown_grace: Duration,
 }
@@ -63,6 +69,7 @@ impl Default for HttpSettings {
         HttpSettings {
             request_timeout: Duration::from_secs(30),
             max_request_body: 1 << 20,
+            body_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
     }
@@ -85,6 +92,8 @@ struct Handler {
 enum GuestFailure {
     /// The tokio deadline fired while the guest waited on I/O.
     TimedOut,
+    /// The client's request body failed, so the host answered and stopped the guest.
+    BodyFailed(BodyFault),
     Error(anyhow::Error),
 }
 
@@ -254,7 +263,11 @@ impl HttpTrigger {
 
         let max_body = self.settings.max_request_body;
         if content_length(&request).is_some_and(|length| length > max_body) {
-            return (responses::payload_too_large(), Some(id), Some(raw_route));
+            return (
+                responses::body_fault(BodyFault::TooLarge),
+                Some(id),
+                Some(raw_route),
+            );
         }
 
         let path_and_query = request
@@ -284,7 +297,7 @@ impl HttpTrigger {
         };
 
         let (parts, body) = request.into_parts();
-        let (body, body_too_large) = CappedBody::new(body, max_body);
+        let (body, body_watch) = RequestBody::new(body, max_body, self.settings.body_read_timeout);
         let request = Request::from_parts(parts, body);
 
         let mut store = self.runtime.new_store(&handler.component, deadline);
@@ -310,6 +323,7 @@ impl HttpTrigger {
 
         let proxy = handler.proxy.clone();
         let mut run_outcome = metrics::GuestRun::new(&handler.component.id, Trigger::Http);
+        let guest_body_watch = body_watch.clone();
         let guest = tokio::spawn(
             async move {
                 let _slot = slot;
@@ -320,14 +334,20 @@ impl HttpTrigger {
                         .call_handle(&mut store, incoming, outparam)
                         .await
                 };
-                let result = match tokio::time::timeout_at(tokio_deadline, run).await {
-                    Ok(Ok(())) => Ok(()),
-                    Ok(Err(error)) => Err(GuestFailure::Error(error.into())),
-                    Err(_) => Err(GuestFailure::TimedOut),
+                // A failed request body is answered by the host: the guest's work is moot,
+                // and its instance is freed at once.
+                let result = tokio::select! {
+                    finished = tokio::time::timeout_at(tokio_deadline, run) => match finished {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(error)) => Err(GuestFailure::Error(error.into())),
+                        Err(_) => Err(GuestFailure::TimedOut),
+                    },
+                    fault = guest_body_watch.failed() => Err(GuestFailure::BodyFailed(fault)),
                 };
                 run_outcome.ended(match &result {
                     Ok(()) => GuestOutcome::Ok,
                     Err(GuestFailure::TimedOut) => GuestOutcome::Timeout,
+                    Err(GuestFailure::BodyFailed(_)) => GuestOutcome::Cancelled,
                     Err(GuestFailure::Error(error)) => GuestOutcome::of_error(error),
                 });
                 result
@@ -335,13 +355,20 @@ impl HttpTrigger {
             .in_current_span(),
         );
 
-        let response = match tokio::time::timeout_at(tokio_deadline, response_rx).await {
+        let answered = tokio::select! {
+            answered = tokio::time::timeout_at(tokio_deadline, response_rx) => answered,
+            fault = body_watch.failed() => {
+                return (body_fault(id, fault), Some(id), Some(raw_route));
+            }
+        };
+        // The guest may have answered, or failed, because its body failed: the answer is
+        // the host's all the same.
+        if let Some(fault) = body_watch.fault() {
+            return (body_fault(id, fault), Some(id), Some(raw_route));
+        }
+        let response = match answered {
             // The guest set its response (the body may still be streaming from its task).
             Ok(Ok(Ok(response))) => {
-                if body_too_large.load(Ordering::Relaxed) {
-                    guest.abort();
-                    return (responses::payload_too_large(), Some(id), Some(raw_route));
-                }
                 let component = id.to_owned();
                 tokio::spawn(async move {
                     if let Ok(Err(failure)) = guest.await {
@@ -359,7 +386,7 @@ impl HttpTrigger {
             }
             // The guest finished (or failed) without setting a response.
             Ok(Err(_)) => match guest.await {
-                _ if body_too_large.load(Ordering::Relaxed) => responses::payload_too_large(),
+                Ok(Err(GuestFailure::BodyFailed(fault))) => body_fault(id, fault),
                 Ok(Ok(())) => {
                     tracing::error!(
                         component = id,
@@ -367,13 +394,12 @@ impl HttpTrigger {
                     );
                     responses::internal_error()
                 }
+                Ok(Err(failure)) if is_timeout(&failure) => {
+                    self.deadline_exceeded(id, body_watch.waiting_for_client())
+                }
                 Ok(Err(failure)) => {
                     log_failure(id, &failure, "before sending a response");
-                    if is_timeout(&failure) {
-                        responses::unavailable()
-                    } else {
-                        responses::internal_error()
-                    }
+                    responses::internal_error()
                 }
                 Err(join_error) => {
                     tracing::error!(component = id, "component task failed: {join_error}");
@@ -382,17 +408,46 @@ impl HttpTrigger {
             },
             // Deadline passed while waiting for the response headers.
             Err(_) => {
+                let waiting = body_watch.waiting_for_client();
                 guest.abort();
-                tracing::error!(
-                    component = id,
-                    timeout_s = self.settings.request_timeout.as_secs_f64(),
-                    "request deadline exceeded before the component responded"
-                );
-                responses::unavailable()
+                self.deadline_exceeded(id, waiting)
             }
         };
         (response, Some(id), Some(raw_route))
     }
+
+    /// The answer to a request that reached its deadline (the guest is stopped): 408 if the
+    /// guest was waiting for the client's request body (one that trickles in), else 503.
+    fn deadline_exceeded(
+        &self,
+        component: &str,
+        waiting_for_client: bool,
+    ) -> Response<ResponseBody> {
+        if waiting_for_client {
+            tracing::info!(
+                component,
+                "request deadline exceeded while the component waited for the request body"
+            );
+            return responses::request_timeout();
+        }
+        tracing::error!(
+            component,
+            timeout_s = self.settings.request_timeout.as_secs_f64(),
+            "request deadline exceeded before the component responded"
+        );
+        responses::unavailable()
+    }
+}
+
+/// The host's answer to a request body that failed (logged: the client's doing, not the
+/// component's).
+fn body_fault(component: &str, fault: BodyFault) -> Response<ResponseBody> {
+    tracing::info!(
+        component,
+        ?fault,
+        "the request body failed; answered by the host"
+    );
+    responses::body_fault(fault)
 }
 
 /// The span of one request, continuing the caller's trace (`traceparent`), if traces are
@@ -430,6 +485,7 @@ fn content_length<B>(request: &Request<B>) -> Option<u64> {
 fn is_timeout(failure: &GuestFailure) -> bool {
     match failure {
         GuestFailure::TimedOut => true,
+        GuestFailure::BodyFailed(_) => false,
         GuestFailure::Error(error) => {
             error.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt)
         }
@@ -441,6 +497,12 @@ fn log_failure(component: &str, failure: &GuestFailure, when: &str) {
         tracing::error!(
             component,
             "request deadline exceeded {when}: component stopped"
+        );
+    } else if let GuestFailure::BodyFailed(fault) = failure {
+        tracing::info!(
+            component,
+            ?fault,
+            "component stopped {when}: its request body failed"
         );
     } else if let GuestFailure::Error(error) = failure {
         // The root cause is the trap ("wasm trap: wasm `unreachable` instruction executed",
