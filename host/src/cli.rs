@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! ticketing up    [-f spin.toml] [--listen ADDR] [--runtime-config-file PATH] [--state-dir DIR]
-//!                 [--build] [--request-timeout SECS] [--body-read-timeout SECS]
-//!                 [--max-instance-memory SIZE]
+//!                 [--build] [--request-timeout SECS] [--header-read-timeout SECS]
+//!                 [--body-read-timeout SECS] [--max-instance-memory SIZE]
 //!                 [--max-instances N] [--triggers all|http|nats] [--admin-listen ADDR]
 //! ticketing build [-f spin.toml]
 //! ```
@@ -109,6 +109,11 @@ pub struct UpArgs {
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = parse_seconds)]
     pub request_timeout: Duration,
 
+    /// Time a client has to send a request's head (request line and headers), and how long
+    /// an idle keep-alive connection stays open; then the connection is closed, unanswered.
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
+    pub header_read_timeout: Duration,
+
     /// Longest wait for the next bytes of a request body while a component reads it; then
     /// the host answers 408 and frees the component's instance.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_seconds)]
@@ -162,6 +167,7 @@ pub fn main() -> anyhow::Result<()> {
                 state_dir: args.state_dir,
                 build: args.build,
                 request_timeout: args.request_timeout,
+                header_read_timeout: args.header_read_timeout,
                 body_read_timeout: args.body_read_timeout,
                 max_instance_memory: args.max_instance_memory,
                 max_instances: args.max_instances,
@@ -273,6 +279,7 @@ mod tests {
         assert_eq!(up.manifest.path, PathBuf::from("spin.toml"));
         assert_eq!(up.listen, "127.0.0.1:3000".parse().unwrap());
         assert_eq!(up.request_timeout, Duration::from_secs(30));
+        assert_eq!(up.header_read_timeout, Duration::from_secs(10));
         assert_eq!(up.body_read_timeout, Duration::from_secs(10));
         assert_eq!(up.max_instances, 256);
         assert_eq!(up.max_instance_memory, None);
@@ -291,6 +298,8 @@ mod tests {
             "--build",
             "--request-timeout",
             "2.5",
+            "--header-read-timeout",
+            "5",
             "--body-read-timeout",
             "0.5",
             "--max-instance-memory",
@@ -312,6 +321,7 @@ mod tests {
         };
         assert_eq!(up.manifest.path, PathBuf::from("x/spin.toml"));
         assert_eq!(up.request_timeout, Duration::from_millis(2500));
+        assert_eq!(up.header_read_timeout, Duration::from_secs(5));
         assert_eq!(up.body_read_timeout, Duration::from_millis(500));
         assert_eq!(up.max_instance_memory, Some(64 << 20));
         assert_eq!(up.max_instances, 8);

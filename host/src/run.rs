@@ -120,6 +120,8 @@ pub struct RunOptions {
     pub state_dir: StateDir,
     /// Time limit of one request or one event handler.
     pub request_timeout: Duration,
+    /// Time a client has to send a request head (runs with HTTP only).
+    pub header_read_timeout: Duration,
     /// Longest wait for the next bytes of a request body (runs with HTTP only).
     pub body_read_timeout: Duration,
     /// Default: `max_instance_memory` of the runtime config, else 128 MiB.
@@ -144,6 +146,7 @@ impl Default for RunOptions {
             runtime_config_file: None,
             state_dir: StateDir::Ticketing(None),
             request_timeout: Duration::from_secs(30),
+            header_read_timeout: HttpSettings::default().header_read_timeout,
             body_read_timeout: HttpSettings::default().body_read_timeout,
             max_instance_memory: None,
             max_instances: 256,
@@ -448,6 +451,7 @@ impl HttpSide {
             runtime.clone(),
             HttpSettings {
                 request_timeout: options.request_timeout,
+                header_read_timeout: options.header_read_timeout,
                 body_read_timeout: options.body_read_timeout,
                 ..HttpSettings::default()
             },

@@ -22,6 +22,8 @@ pub struct UpOptions {
     pub state_dir: Option<PathBuf>,
     pub build: bool,
     pub request_timeout: Duration,
+    /// `--header-read-timeout`: time to send a request head; idle keep-alive lifetime.
+    pub header_read_timeout: Duration,
     /// `--body-read-timeout`: longest wait for the next bytes of a request body.
     pub body_read_timeout: Duration,
     /// Default: `max_instance_memory` of the runtime config, else 128 MiB.
@@ -45,6 +47,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
             runtime_config_file: options.runtime_config_file,
             state_dir: StateDir::Ticketing(options.state_dir),
             request_timeout: options.request_timeout,
+            header_read_timeout: options.header_read_timeout,
             body_read_timeout: options.body_read_timeout,
             max_instance_memory: options.max_instance_memory,
             max_instances: options.max_instances,

@@ -1,15 +1,18 @@
 //! The HTTP trigger: a hyper HTTP/1.1 server that routes each request by path
 //! (`[[trigger.http]]`) to a component and runs it in a fresh instance.
 //!
-//! Per request: route (unknown → 404), check the body size (Content-Length over the cap →
-//! 413), wait for a free instance slot, add Spin's `spin-*` headers, then instantiate the
-//! component in a new store and call its `wasi:http/incoming-handler`. The guest runs in its own task, bounded by the request
+//! Per request: a head over the limit → 431, route (unknown → 404), check the body size
+//! (Content-Length over the cap → 413), wait for a free instance slot, add Spin's `spin-*`
+//! headers, then instantiate the component in a new store and call its
+//! `wasi:http/incoming-handler`. The guest runs in its own task, bounded by the request
 //! deadline twice over: epoch interruption traps guest code that runs past it, and a tokio
 //! timeout drops a guest that waits on I/O past it. A trapping, looping or memory-hungry
 //! guest fails only its own request (500/503 in the API's error envelope, logged with the
 //! component id); the server keeps serving.
 //!
-//! The client's side is bounded too: a request body that breaks (413 past the cap, 400
+//! The client's side is bounded too: hyper closes a connection whose request head does not
+//! arrive within the head timeout (an idle keep-alive connection included) and answers 431
+//! itself to a head past twice the limit; a request body that breaks (413 past the cap, 400
 //! malformed, 408 when no bytes come for the body timeout, see [`request_body`]) is answered
 //! by the host at once, whatever the guest does, and ends the guest.
 //!
@@ -18,6 +21,7 @@
 //! a bounded time.
 
 mod body;
+mod head;
 mod headers;
 mod request_body;
 mod responses;
@@ -58,6 +62,13 @@ pub struct HttpSettings {
     pub request_timeout: Duration,
     /// Request bodies above this many bytes get 413 (components enforce smaller limits).
     pub max_request_body: u64,
+    /// Request heads (request line and headers) above this many bytes get 431. hyper stops
+    /// reading a head at twice this and answers 431 itself, with no body.
+    pub max_request_head: usize,
+    /// A request head must arrive within this, counted from when the connection is ready
+    /// for it (so it is also how long an idle keep-alive connection stays open); else hyper
+    /// closes the connection without an answer.
+    pub header_read_timeout: Duration,
     /// The longest a guest waits for the next bytes of a request body: then 408.
     pub body_read_timeout: Duration,
     /// How long shutdown waits for in-flight requests.
@@ -69,6 +80,8 @@ impl Default for HttpSettings {
         HttpSettings {
             request_timeout: Duration::from_secs(30),
             max_request_body: 1 << 20,
+            max_request_head: 32 << 10,
+            header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
             shutdown_grace: Duration::from_secs(10),
         }
@@ -168,6 +181,8 @@ impl HttpTrigger {
             let connection = http1::Builder::new()
                 .timer(TokioTimer::new())
                 .keep_alive(true)
+                .header_read_timeout(self.settings.header_read_timeout)
+                .max_header_size(2 * self.settings.max_request_head)
                 .serve_connection(TokioIo::new(stream), service);
             let connection = graceful.watch(connection);
             tokio::spawn(async move {
@@ -251,6 +266,9 @@ impl HttpTrigger {
         client: SocketAddr,
         started: Instant,
     ) -> (Response<ResponseBody>, Option<&str>, Option<&str>) {
+        if head::head_size(&request) > self.settings.max_request_head {
+            return (responses::header_fields_too_large(), None, None);
+        }
         let path = request.uri().path().to_owned();
         let Some(route) = self.router.route(&path) else {
             return (responses::not_found(), None, None);

@@ -10,6 +10,7 @@ pub const NOT_FOUND: &str = "Not Found";
 pub const PAYLOAD_TOO_LARGE: &str = "Payload too large";
 pub const INVALID_REQUEST_BODY: &str = "Invalid request body";
 pub const REQUEST_TIMEOUT: &str = "Request timeout";
+pub const HEADER_FIELDS_TOO_LARGE: &str = "Request header fields too large";
 pub const SOMETHING_WENT_WRONG: &str = "Something went wrong";
 
 pub fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
@@ -25,6 +26,14 @@ pub fn error(status: StatusCode, message: &str) -> Response<ResponseBody> {
 
 pub fn not_found() -> Response<ResponseBody> {
     error(StatusCode::NOT_FOUND, NOT_FOUND)
+}
+
+/// The request's head (request line and headers) is over the limit.
+pub fn header_fields_too_large() -> Response<ResponseBody> {
+    error(
+        StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        HEADER_FIELDS_TOO_LARGE,
+    )
 }
 
 /// The client's request body failed. The connection is closed after the answer: the rest of
