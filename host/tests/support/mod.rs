@@ -829,18 +829,27 @@ impl Platform {
 }
 
 /// Declares each scenario `fn name(host: &Host)` as one test per key-value backend: the
-/// embedded on-disk store and a real Redis server started for the test.
+/// embedded on-disk store and a real Redis server started for the test. The hosts are
+/// `HostConfig::app(backend)`, or `config(backend)` with `on_every_backend!(configured_by
+/// config; ...)`, `config` being a `fn(Backend) -> HostConfig` of the test file.
 #[macro_export]
 macro_rules! on_every_backend {
-    ($($name:ident),* $(,)?) => {
+    (configured_by $config:path; $($name:ident),* $(,)?) => {
         mod embedded {
-            $( #[test] fn $name() { super::$name(&$crate::support::HostConfig::app($crate::support::Backend::Embedded).start()) } )*
+            #[allow(unused_imports)]
+            use super::*;
+            $( #[test] fn $name() { super::$name(&$config($crate::support::Backend::Embedded).start()) } )*
         }
         mod redis {
+            #[allow(unused_imports)]
+            use super::*;
             $( #[test] fn $name() {
                 let redis = $crate::support::Redis::start();
-                super::$name(&$crate::support::HostConfig::app($crate::support::Backend::Redis(redis.url())).start())
+                super::$name(&$config($crate::support::Backend::Redis(redis.url())).start())
             } )*
         }
+    };
+    ($($name:ident),* $(,)?) => {
+        $crate::on_every_backend!(configured_by $crate::support::HostConfig::app; $($name),*);
     };
 }
