@@ -95,6 +95,22 @@ pub fn request(
     builder.body(Full::new(body)).expect("valid request")
 }
 
+/// The `rel="next"` target of a `Link` header (RFC 8288; the API gives a path on the same
+/// origin), if there is one.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all("link")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .find(|link| link.contains("rel=\"next\"") || link.contains("rel=next"))
+        .and_then(|link| {
+            let start = link.find('<')? + 1;
+            let end = link[start..].find('>')? + start;
+            Some(link[start..end].to_owned())
+        })
+}
+
 /// Makes the n-th request of a run (n counts across all connections).
 pub type MakeRequest = Arc<dyn Fn(u64) -> Request<Full<Bytes>> + Send + Sync>;
 
@@ -219,4 +235,26 @@ pub async fn run(
         max_us: hist.max(),
         server_cpu_us_per_request: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_link_is_found_among_others() {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "link",
+            "</api/tickets?limit=20>; rel=\"first\", \
+             </api/tickets?limit=20&cursor=dGlja2V0czoyMA>; rel=\"next\""
+                .parse()
+                .unwrap(),
+        );
+        assert_eq!(
+            next_link(&headers).as_deref(),
+            Some("/api/tickets?limit=20&cursor=dGlja2V0czoyMA")
+        );
+        assert_eq!(next_link(&HeaderMap::new()), None);
+    }
 }

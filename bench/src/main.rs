@@ -9,13 +9,16 @@
 //! ```
 //! See BENCHMARKS.md for the figures and what limits each one.
 
+mod flash;
 mod load;
 mod metrics_cost;
 mod micro;
 mod native;
 mod procs;
 mod recovery;
+mod seed;
 mod spin;
+mod stats;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -77,8 +80,20 @@ struct Args {
     /// Crash-recovery samples per platform (SIGKILL right after an order, restart).
     #[arg(long, default_value_t = 5)]
     crashes: usize,
+    /// Flash sale: tickets on sale.
+    #[arg(long, default_value_t = 500)]
+    flash_tickets: usize,
+    /// Flash sale: buyers, each its own user on its own connection.
+    #[arg(long, default_value_t = 100)]
+    flash_buyers: usize,
+    /// Flash sale: the chance a buyer pays for an order it got (else it cancels it).
+    #[arg(long, default_value_t = 0.75)]
+    flash_pay: f64,
+    /// Flash sale: seconds before the sale ends if the tickets have not sold out.
+    #[arg(long, default_value_t = 60.0)]
+    flash_seconds: f64,
     /// Skip parts: hello, wasmtime, spin, tickets, metrics, redis, purchase, recovery,
-    /// timers, instantiation.
+    /// timers, instantiation, flash.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts (same names as --skip).
@@ -110,6 +125,8 @@ struct Report {
     recovery: Vec<recovery::RecoveryResult>,
     timers: Vec<micro::TimersResult>,
     instantiation: Vec<micro::InstantiationResult>,
+    /// The flash sale, per platform.
+    flash: Vec<flash::FlashResult>,
     /// The native ceiling's ticket reads, for the Redis ratio.
     native_read_rps: Option<f64>,
     rss_kib: Vec<(String, u64)>,
@@ -134,6 +151,9 @@ fn main() -> anyhow::Result<()> {
         args.purchases = args.purchases.min(3);
         args.crashes = args.crashes.min(1);
         args.timers = args.timers.min(2_000);
+        args.flash_tickets = args.flash_tickets.min(30);
+        args.flash_buyers = args.flash_buyers.min(8);
+        args.flash_seconds = args.flash_seconds.min(20.0);
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -680,6 +700,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    // 3c. A flash sale: many buyers racing for a few hundred tickets, then an audit.
+    if !ctx.wanted("flash") {
+        ctx.report.not_measured.push("flash sale: skipped".into());
+    } else {
+        flash::part(&mut ctx).await;
+    }
+
     // 4. Timers.
     if !ctx.wanted("timers") {
         ctx.report.not_measured.push("timers: skipped".into());
@@ -1087,6 +1114,9 @@ fn markdown(r: &Report) -> String {
                 x.platform, x.samples, x.shown_at_first_read
             );
         }
+    }
+    if !r.flash.is_empty() {
+        s += &flash::markdown(&r.flash);
     }
     if !r.timers.is_empty() {
         s += "\n| timers in Redis: due (over ms) + pending | scheduled/s | fired | fired/s | early | lateness p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";

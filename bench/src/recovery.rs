@@ -25,7 +25,7 @@ pub enum Platform {
 }
 
 impl Platform {
-    fn label(self) -> &'static str {
+    pub fn label(self) -> &'static str {
         match self {
             Platform::Embedded => "embedded",
             Platform::Servers => "Redis + NATS",
