@@ -9,6 +9,7 @@
 //! ```
 //! See BENCHMARKS.md for the figures and what limits each one.
 
+mod catalogue;
 mod flash;
 mod load;
 mod metrics_cost;
@@ -92,8 +93,11 @@ struct Args {
     /// Flash sale: seconds before the sale ends if the tickets have not sold out.
     #[arg(long, default_value_t = 60.0)]
     flash_seconds: f64,
+    /// Catalogue sizes (tickets), comma-separated; the same host grows from one to the next.
+    #[arg(long, value_delimiter = ',', default_values_t = [1_000, 20_000, 200_000])]
+    catalogue_sizes: Vec<usize>,
     /// Skip parts: hello, wasmtime, spin, tickets, metrics, redis, purchase, recovery,
-    /// timers, instantiation, flash.
+    /// timers, instantiation, flash, catalogue.
     #[arg(long, value_delimiter = ',')]
     skip: Vec<String>,
     /// Run only these parts (same names as --skip).
@@ -127,6 +131,8 @@ struct Report {
     instantiation: Vec<micro::InstantiationResult>,
     /// The flash sale, per platform.
     flash: Vec<flash::FlashResult>,
+    /// The catalogue at each size, per platform.
+    catalogue: Vec<catalogue::CatalogueResult>,
     /// The native ceiling's ticket reads, for the Redis ratio.
     native_read_rps: Option<f64>,
     rss_kib: Vec<(String, u64)>,
@@ -154,6 +160,9 @@ fn main() -> anyhow::Result<()> {
         args.flash_tickets = args.flash_tickets.min(30);
         args.flash_buyers = args.flash_buyers.min(8);
         args.flash_seconds = args.flash_seconds.min(20.0);
+        for size in &mut args.catalogue_sizes {
+            *size = (*size / 100).max(50);
+        }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -707,6 +716,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
         flash::part(&mut ctx).await;
     }
 
+    // 3d. The catalogue: whether a page of GET /api/tickets costs more as it grows.
+    if !ctx.wanted("catalogue") {
+        ctx.report.not_measured.push("catalogue: skipped".into());
+    } else {
+        let sizes = ctx.args.catalogue_sizes.clone();
+        for platform in [recovery::Platform::Embedded, recovery::Platform::Servers] {
+            match catalogue::measure(&mut ctx, platform, &sizes).await {
+                Ok(results) => {
+                    catalogue::push_ratios(&mut ctx.report.ratios, &results);
+                    ctx.report.catalogue.extend(results);
+                }
+                Err(e) => ctx
+                    .report
+                    .not_measured
+                    .push(format!("catalogue on {}: failed: {e:#}", platform.label())),
+            }
+        }
+    }
+
     // 4. Timers.
     if !ctx.wanted("timers") {
         ctx.report.not_measured.push("timers: skipped".into());
@@ -1117,6 +1145,9 @@ fn markdown(r: &Report) -> String {
     }
     if !r.flash.is_empty() {
         s += &flash::markdown(&r.flash);
+    }
+    if !r.catalogue.is_empty() {
+        s += &catalogue::markdown(&r.catalogue);
     }
     if !r.timers.is_empty() {
         s += "\n| timers in Redis: due (over ms) + pending | scheduled/s | fired | fired/s | early | lateness p50 ms | p99 ms | max ms |\n|---|---:|---:|---:|---:|---:|---:|---:|\n";
