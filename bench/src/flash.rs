@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, Barrier};
 use crate::load::{self, Conn, Reply};
 use crate::recovery::Platform;
 use crate::stats::{self, Lag, Latency};
-use crate::{place_order, procs, seed, sign_up, Ctx};
+use crate::{place_order, procs, seed, sign_up, spin, Ctx};
 
 #[derive(Debug, Clone)]
 pub struct FlashSettings {
@@ -84,8 +84,8 @@ pub struct FlashResult {
     pub samples_skipped_busy: u64,
     /// From an order's 201 to its payment's 201, retries included.
     pub order_to_payment: Lag,
-    /// The CPU of the process serving HTTP (not Redis or NATS) over the sale, per order
-    /// attempt.
+    /// The CPU of the process serving HTTP and of its child processes (Spin's trigger
+    /// plugin; not Redis or NATS) over the sale, per order attempt.
     pub server_cpu_us_per_attempt: Option<f64>,
     pub timeline: Vec<Second>,
     /// The first few replies no buyer expected (status and body).
@@ -691,7 +691,7 @@ pub async fn run(
     let (sample_tx, sample_rx) = mpsc::channel(1);
     let sampler = tokio::spawn(sampler(addr, sale.clone(), sample_rx));
     let server_pid = procs::listener_pid(addr.port());
-    let cpu_before = server_pid.and_then(procs::cpu_time_us);
+    let cpu_before = server_pid.and_then(procs::tree_cpu_time_us);
     let mut buyers = Vec::new();
     for (i, (cookie, conn)) in cookies.iter().zip(conns).enumerate() {
         buyers.push(tokio::spawn(buyer(
@@ -713,7 +713,7 @@ pub async fn run(
         log.merge(one);
     }
     let sale_s = sale.start.elapsed().as_secs_f64();
-    let server_cpu_us = match (server_pid.and_then(procs::cpu_time_us), cpu_before) {
+    let server_cpu_us = match (server_pid.and_then(procs::tree_cpu_time_us), cpu_before) {
         (Some(after), Some(before)) => Some(after.saturating_sub(before)),
         _ => None,
     };
@@ -1024,8 +1024,9 @@ impl FlashSettings {
     }
 }
 
-/// The flash sale on the embedded default and on Redis + NATS, each on a fresh app. A
-/// platform that fails is reported as not measured and the other runs.
+/// The flash sale on the embedded default, on Redis + NATS and, when a `spin` binary is
+/// there, on the full app under Spin (same servers as the host's Redis + NATS); each on a
+/// fresh app. A platform that fails is reported as not measured and the others run.
 pub async fn part(ctx: &mut Ctx) {
     let settings = FlashSettings::from_args(&ctx.args);
     let mut results: Vec<FlashResult> = Vec::new();
@@ -1052,6 +1053,40 @@ pub async fn part(ctx: &mut Ctx) {
                 .push(format!("flash sale on {}: failed: {e:#}", platform.label())),
         }
     }
+    if ctx.args.skip.iter().any(|s| s == "spin") {
+        ctx.report
+            .not_measured
+            .push("flash sale on Spin: skipped (--skip spin)".into());
+    } else if let Some(binary) = spin::find(ctx.args.spin.as_deref()) {
+        eprintln!("- starting the full app under `{} up`", binary.display());
+        let started = spin::start_full_app(
+            &binary,
+            &ctx.root,
+            &ctx.app,
+            ctx.dir.path(),
+            procs::JWT_SECRET,
+        );
+        match started {
+            Ok(app) => {
+                let platform = format!("{}, trigger-nats, Redis + NATS", app.version);
+                match run(app.spin.addr(), &platform, &settings).await {
+                    Ok(r) => results.push(r),
+                    Err(e) => ctx.report.not_measured.push(format!(
+                        "flash sale on Spin: failed: {e:#} (Spin's log: {})",
+                        app.spin.log.display()
+                    )),
+                }
+            }
+            Err(e) => ctx
+                .report
+                .not_measured
+                .push(format!("flash sale on Spin: did not start: {e:#}")),
+        }
+    } else {
+        ctx.report
+            .not_measured
+            .push("flash sale on Spin: no `spin` on PATH (or give --spin PATH)".into());
+    }
     let rate = |label: &str| {
         results
             .iter()
@@ -1060,10 +1095,20 @@ pub async fn part(ctx: &mut Ctx) {
     };
     let embedded = rate("host, embedded");
     let servers = rate("host, Redis");
+    let on_spin = results
+        .iter()
+        .find(|r| !r.platform.starts_with("host"))
+        .map(|r| r.attempts_per_s);
     if let (Some(e), Some(s)) = (embedded, servers) {
         ctx.report.ratios.push((
             "flash sale order attempts/s: embedded / Redis + NATS".into(),
             e / s,
+        ));
+    }
+    if let (Some(s), Some(spin)) = (servers, on_spin) {
+        ctx.report.ratios.push((
+            "flash sale order attempts/s: host / Spin (both Redis + NATS)".into(),
+            s / spin,
         ));
     }
     ctx.report.flash = results;
@@ -1074,7 +1119,7 @@ pub fn markdown(results: &[FlashResult]) -> String {
     let mut s = String::new();
     let first = &results[0];
     s += &format!(
-        "\nFlash sale: {} tickets, {} buyers (each its own user and connection) ordering a random one of them, paying {:.0}% of the orders they get and cancelling the rest, until sold out or {:.0} s. Server CPU per order attempt (its payment or cancel included): the process serving HTTP, not Redis or NATS:\n\n",
+        "\nFlash sale: {} tickets, {} buyers (each its own user and connection) ordering a random one of them, paying {:.0}% of the orders they get and cancelling the rest, until sold out or {:.0} s. Server CPU per order attempt (its payment or cancel included): the process serving HTTP and its children (Spin's trigger plugin), not Redis or NATS:\n\n",
         first.tickets,
         first.buyers,
         first.pay_probability * 100.0,

@@ -291,6 +291,37 @@ pub fn cpu_time_us(pid: u32) -> Option<u64> {
     cpu_ticks(&stat).map(|ticks| ticks * 10_000)
 }
 
+/// CPU time of `pid` and of every process descended from it (e.g. Spin and the trigger
+/// plugin it starts), in microseconds.
+pub fn tree_cpu_time_us(pid: u32) -> Option<u64> {
+    let own = cpu_time_us(pid)?;
+    // Parent of every process, from /proc/<pid>/stat's field 4.
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| {
+            let child: u32 = entry.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let after_name = stat.get(stat.rfind(')')? + 1..)?;
+            let parent = after_name.split_whitespace().nth(1)?.parse().ok()?;
+            Some((child, parent))
+        })
+        .collect();
+    let mut tree = vec![pid];
+    let mut total = own;
+    let mut i = 0;
+    while let Some(&parent) = tree.get(i) {
+        for &(child, p) in &parents {
+            if p == parent && !tree.contains(&child) {
+                tree.push(child);
+                total += cpu_time_us(child).unwrap_or(0);
+            }
+        }
+        i += 1;
+    }
+    Some(total)
+}
+
 /// utime + stime of a `/proc/<pid>/stat` line, in ticks.
 fn cpu_ticks(stat: &str) -> Option<u64> {
     // The command name (field 2) may hold spaces and parentheses: count the fields after
