@@ -103,6 +103,10 @@ struct Args {
     /// Run only these parts (same names as --skip).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Leave the bench's temporary directory (every server's log and state) in place, to
+    /// read what a server said about a failure.
+    #[arg(long)]
+    keep_dir: bool,
     /// Where the JSON report goes (the Markdown beside it, as .md) [default:
     /// bench/report.json; with --smoke, target/bench-smoke.json].
     #[arg(long)]
@@ -604,7 +608,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let json_path = args.json.clone().unwrap_or(default_json);
     let dir = tempfile::Builder::new()
         .prefix("ticketing-bench")
+        .disable_cleanup(args.keep_dir)
         .tempdir()?;
+    if args.keep_dir {
+        eprintln!("servers' logs and state stay in {}", dir.path().display());
+    }
     let app = dir.path().join("app.toml");
     let app_source = args.app.clone().unwrap_or_else(|| root.join("spin.toml"));
     std::fs::copy(&app_source, &app)
