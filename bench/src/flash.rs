@@ -3,8 +3,8 @@
 //! one of the N tickets at random, `POST /api/orders`; on a 201 pay at once with
 //! probability p (`POST /api/payments`, again at once on a 503: the server has already
 //! waited for the order), else cancel (`DELETE /api/orders/:id`). The sale ends when every
-//! ticket is paid or at the time limit. A sampler on a connection of its own follows some
-//! of the orders about to be paid until their ticket shows them. Then an audit reads every
+//! ticket is paid or at the time limit. A few samplers, each on a connection of its own,
+//! follow some of the orders about to be paid until their ticket shows them. Then an audit reads every
 //! buyer's orders and every ticket back and checks nothing was sold twice.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -31,7 +31,7 @@ pub struct FlashSettings {
     /// The chance a buyer pays for an order it got (else it cancels it).
     pub pay_probability: f64,
     pub time_limit: Duration,
-    /// Every how many orders about to be paid one is offered to the sampler.
+    /// Every how many orders about to be paid one is offered to the samplers.
     pub sample_every: u64,
     /// How long the audit waits for events to settle before it reports what is left.
     pub settle_limit: Duration,
@@ -77,10 +77,10 @@ pub struct FlashResult {
     pub cancelled: u64,
     pub payments_given_up: u64,
     /// From an order's 201 to the ticket showing the order (`GET /api/tickets/:id` back to
-    /// back from the sampler's connection).
+    /// back from a sampler's connection).
     pub ticket_shows_order: Lag,
     pub ticket_shows_order_timed_out: u64,
-    /// Samples not taken because the sampler was still following an earlier one.
+    /// Samples not taken because every sampler was still following an earlier one.
     pub samples_skipped_busy: u64,
     /// From an order's 201 to its payment's 201, retries included.
     pub order_to_payment: Lag,
@@ -163,7 +163,7 @@ struct Placed {
     fate: Fate,
 }
 
-/// An order about to be paid, for the sampler to follow.
+/// An order about to be paid, for a sampler to follow.
 struct Sample {
     order_id: String,
     ticket_path: String,
@@ -185,8 +185,13 @@ struct Sale {
     half_paid: Mutex<Option<(Duration, u64)>>,
     attempts: AtomicU64,
     to_pay: AtomicU64,
-    sampler_idle: AtomicBool,
+    /// Per sampler: whether it waits for a sample.
+    sampler_idle: Vec<AtomicBool>,
 }
+
+/// Samplers, each on its own connection following one order at a time: one alone spends
+/// the sale on a few slow samples when events lag.
+const SAMPLERS: usize = 4;
 
 impl Sale {
     /// Records the payment of `ticket`; the sale is over when every ticket is paid.
@@ -443,7 +448,7 @@ async fn buyer(
     seed: u64,
     mut conn: Option<Conn>,
     start: Arc<Barrier>,
-    samples: mpsc::Sender<Sample>,
+    samples: Vec<mpsc::Sender<Sample>>,
 ) -> BuyerLog {
     let mut log = BuyerLog::new();
     let mut rng = Rng(seed);
@@ -488,20 +493,21 @@ async fn buyer(
                 .fetch_add(1, Ordering::Relaxed)
                 .is_multiple_of(sale.settings.sample_every)
             {
-                // Only when the sampler is idle: a sample that waited for it would measure
-                // the sampler, not the event.
-                if sale
-                    .sampler_idle
-                    .compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    let _ = samples.try_send(Sample {
-                        order_id: order_id.clone(),
-                        ticket_path: format!("/api/tickets/{}", sale.tickets[ticket]),
-                        acknowledged,
-                    });
-                } else {
-                    log.samples_skipped_busy += 1;
+                // Only to an idle sampler: a sample that waited for one would measure the
+                // samplers, not the event.
+                let idle = sale.sampler_idle.iter().position(|idle| {
+                    idle.compare_exchange(true, false, Ordering::AcqRel, Ordering::Relaxed)
+                        .is_ok()
+                });
+                match idle {
+                    Some(i) => {
+                        let _ = samples[i].try_send(Sample {
+                            order_id: order_id.clone(),
+                            ticket_path: format!("/api/tickets/{}", sale.tickets[ticket]),
+                            acknowledged,
+                        });
+                    }
+                    None => log.samples_skipped_busy += 1,
                 }
             }
             if pay(&mut conn, &sale, &cookie, &order_id, &mut log).await {
@@ -532,6 +538,7 @@ async fn buyer(
 async fn sampler(
     addr: SocketAddr,
     sale: Arc<Sale>,
+    me: usize,
     mut samples: mpsc::Receiver<Sample>,
 ) -> anyhow::Result<(Histogram<u64>, u64)> {
     let mut conn = Conn::open(addr).await?;
@@ -552,7 +559,7 @@ async fn sampler(
                 break;
             }
         }
-        sale.sampler_idle.store(true, Ordering::Release);
+        sale.sampler_idle[me].store(true, Ordering::Release);
     }
     Ok((lag, timed_out))
 }
@@ -686,10 +693,14 @@ pub async fn run(
         half_paid: Mutex::new(None),
         attempts: AtomicU64::new(0),
         to_pay: AtomicU64::new(0),
-        sampler_idle: AtomicBool::new(true),
+        sampler_idle: (0..SAMPLERS).map(|_| AtomicBool::new(true)).collect(),
     });
-    let (sample_tx, sample_rx) = mpsc::channel(1);
-    let sampler = tokio::spawn(sampler(addr, sale.clone(), sample_rx));
+    let (mut sample_tx, mut samplers) = (Vec::new(), Vec::new());
+    for i in 0..SAMPLERS {
+        let (tx, rx) = mpsc::channel(1);
+        sample_tx.push(tx);
+        samplers.push(tokio::spawn(sampler(addr, sale.clone(), i, rx)));
+    }
     let server_pid = procs::listener_pid(addr.port());
     let cpu_before = server_pid.and_then(procs::tree_cpu_time_us);
     let mut buyers = Vec::new();
@@ -717,7 +728,12 @@ pub async fn run(
         (Some(after), Some(before)) => Some(after.saturating_sub(before)),
         _ => None,
     };
-    let (lag, timed_out) = sampler.await??;
+    let (mut lag, mut timed_out) = (stats::histogram(), 0);
+    for sampler in samplers {
+        let (one, out) = sampler.await??;
+        lag.add(one).expect("same bounds");
+        timed_out += out;
+    }
     let sold_out_after = *sale.sold_out_after.lock().expect("not poisoned");
     let half_paid = *sale.half_paid.lock().expect("not poisoned");
     let attempts: u64 = log.timeline.iter().map(|s| s.attempts).sum();
@@ -1162,13 +1178,14 @@ pub fn markdown(results: &[FlashResult]) -> String {
     for r in results {
         let payment = |status: &str| r.payment_status.get(status).copied().unwrap_or(0);
         s += &format!(
-            "| {} | {} | {} | {} | {} ({}{}) | {} | {} / {} |\n",
+            "| {} | {} | {} | {} | {} ({}, {} skipped{}) | {} | {} / {} |\n",
             r.platform,
             r.orders.ms_row(),
             r.payments.ms_row(),
             r.cancels.ms_row(),
             r.ticket_shows_order.ms_row(),
             r.ticket_shows_order.samples,
+            r.samples_skipped_busy,
             if r.ticket_shows_order_timed_out > 0 {
                 format!(", {} timed out", r.ticket_shows_order_timed_out)
             } else {
@@ -1179,6 +1196,7 @@ pub fn markdown(results: &[FlashResult]) -> String {
             payment("404"),
         );
     }
+    s += &format!("\nOrder 201 → ticket shows it: {SAMPLERS} samplers, each on its own connection, follow every 5th order about to be paid (`GET /api/tickets/:id` back to back), skipped when all are busy.\n");
     s += "\nAudit after the sale (every buyer's orders and every ticket read back once events settled):\n\n";
     for r in results {
         let a = &r.audit;
