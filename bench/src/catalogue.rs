@@ -1,15 +1,22 @@
-//! Part `catalogue`: whether `GET /api/tickets` costs more as the catalogue grows. For each
-//! size (ascending, the same host growing from one to the next): create the tickets over 16
-//! connections, walk the whole catalogue along its `next` links (`limit=100`) at once, time
-//! the first page (one connection, then the bench's concurrency), wait until the tickets
-//! service's sweep has brought the new tickets into its listing blocks (the last page's
-//! cost comes down), and walk again.
+//! Part `catalogue`: whether `GET /api/tickets` costs more as the catalogue grows. Each
+//! size gets an app of its own, so that all sizes can be measured in interleaved rounds
+//! (this machine's speed drifts within minutes; a ratio of one round is what holds).
+//!
+//! Per size: 100 reference tickets first, given time to reach the tickets service's
+//! listing blocks (its sweep brings new tickets in on a 2 s tick); then the rest at once
+//! over 16 connections. Right after the last create, a walk along the `next` links
+//! (`limit=100`) from the first page to the last, whose tail is still read ticket by ticket;
+//! then the last page is timed against the first (the settled reference) until it costs at
+//! most twice as much: how long after the last create the sweep had the new tickets in.
+//! Once every size is there, rounds over the sizes: the first page (default limit) one at a
+//! time, and walks; then the first page at the bench's concurrency.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
+use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::load::{self, next_link, Conn};
@@ -17,14 +24,15 @@ use crate::recovery::Platform;
 use crate::stats::{self, Latency};
 use crate::{get, seed, sign_up, Ctx};
 
-/// One walk from the first page to the last.
+/// Walks from the first page to the last (one, or several in a row for a small catalogue).
 #[derive(Debug, Clone, Serialize)]
 pub struct Walk {
-    /// From the last create to the walk's first request.
+    /// From the last create to the first walk's first request.
     pub started_after_last_create_s: f64,
+    pub walks: usize,
     pub pages: u64,
+    /// Tickets per walk (a walk sees each ticket on sale once), and any seen twice.
     pub tickets: usize,
-    /// Tickets seen twice (a walk sees each ticket on sale once).
     pub duplicates: usize,
     pub total_s: f64,
     pub ms_per_page: f64,
@@ -33,32 +41,35 @@ pub struct Walk {
     /// The last page's path (its cursor), to time it again later.
     #[serde(skip)]
     pub last_page: String,
+    #[serde(skip)]
+    pub page_hist: Histogram<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct CatalogueResult {
     pub platform: String,
     pub size: usize,
-    /// Tickets created for this size (the catalogue grows from the size before).
-    pub created: usize,
     pub creates_per_s: f64,
     pub create_retries: u64,
-    /// `GET /api/tickets` (default limit), one after the other at one connection.
+    /// `GET /api/tickets` (default limit), one after the other at one connection, over the
+    /// rounds.
     pub first_page: Latency,
     /// The same at the bench's concurrency (its run is also in the runs table).
     pub first_page_rps: f64,
     pub first_page_concurrency: usize,
     /// Right after the creates.
     pub walk_fresh: Walk,
-    /// From the last create until the last page cost about what the first does (the sweep
-    /// has reached the end), or `None` if that did not happen within the bound.
+    /// From the last create until the last page cost at most twice the first (the sweep
+    /// had reached the end), or `None` if that did not happen within the bound.
     pub settled_after_s: Option<f64>,
     pub settle_bound_s: f64,
-    /// The last page (`limit=100`) p50 when the walk ran and once settled, and the first
-    /// page at `limit=100` for comparison, in ms.
+    /// The last and the first page at `limit=100` (medians, ms): right after the creates,
+    /// and when settled.
     pub last_page_fresh_ms: f64,
+    pub first_page_100_fresh_ms: f64,
     pub last_page_settled_ms: f64,
-    pub first_page_100_ms: f64,
+    pub first_page_100_settled_ms: f64,
+    /// The walks of the rounds, together.
     pub walk_settled: Walk,
 }
 
@@ -76,34 +87,38 @@ async fn page(conn: &mut Conn, addr: SocketAddr, path: &str) -> anyhow::Result<l
     Ok(reply)
 }
 
-/// Follows `next` from `/api/tickets?limit=100` to the last page.
-async fn walk(addr: SocketAddr, last_create: Instant) -> anyhow::Result<Walk> {
+/// Follows `next` from `/api/tickets?limit=100` to the last page, `times` times in a row.
+async fn walk(addr: SocketAddr, last_create: Instant, times: usize) -> anyhow::Result<Walk> {
     let mut conn = Conn::open(addr).await?;
     let mut hist = stats::histogram();
-    let mut seen = HashSet::new();
     let (mut tickets, mut duplicates, mut pages) = (0, 0, 0u64);
+    let mut path = String::new();
     let started = Instant::now();
-    let mut path = "/api/tickets?limit=100".to_owned();
-    loop {
-        let sent = Instant::now();
-        let reply = page(&mut conn, addr, &path).await?;
-        stats::record(&mut hist, sent.elapsed());
-        pages += 1;
-        let body: Vec<serde_json::Value> = serde_json::from_slice(&reply.body)?;
-        for ticket in &body {
-            tickets += 1;
-            if !seen.insert(ticket["id"].as_str().unwrap_or_default().to_owned()) {
-                duplicates += 1;
+    for _ in 0..times.max(1) {
+        let mut seen = HashSet::new();
+        path = "/api/tickets?limit=100".to_owned();
+        loop {
+            let sent = Instant::now();
+            let reply = page(&mut conn, addr, &path).await?;
+            stats::record(&mut hist, sent.elapsed());
+            pages += 1;
+            let body: Vec<serde_json::Value> = serde_json::from_slice(&reply.body)?;
+            for ticket in &body {
+                if !seen.insert(ticket["id"].as_str().unwrap_or_default().to_owned()) {
+                    duplicates += 1;
+                }
+            }
+            match next_link(&reply.headers) {
+                Some(next) => path = next,
+                None => break,
             }
         }
-        match next_link(&reply.headers) {
-            Some(next) => path = next,
-            None => break,
-        }
+        tickets = seen.len();
     }
     let total = started.elapsed();
     Ok(Walk {
         started_after_last_create_s: started.duration_since(last_create).as_secs_f64(),
+        walks: times.max(1),
         pages,
         tickets,
         duplicates,
@@ -111,7 +126,30 @@ async fn walk(addr: SocketAddr, last_create: Instant) -> anyhow::Result<Walk> {
         ms_per_page: total.as_secs_f64() * 1000.0 / pages as f64,
         page: Latency::of(&hist),
         last_page: path,
+        page_hist: hist,
     })
+}
+
+/// Walks of the rounds taken together.
+fn combine(walks: &[Walk]) -> Walk {
+    let mut hist = stats::histogram();
+    for w in walks {
+        hist.add(&w.page_hist).expect("same bounds");
+    }
+    let pages: u64 = walks.iter().map(|w| w.pages).sum();
+    let total_s: f64 = walks.iter().map(|w| w.total_s).sum();
+    Walk {
+        started_after_last_create_s: walks[0].started_after_last_create_s,
+        walks: walks.iter().map(|w| w.walks).sum(),
+        pages,
+        tickets: walks.iter().map(|w| w.tickets).min().unwrap_or(0),
+        duplicates: walks.iter().map(|w| w.duplicates).sum(),
+        total_s,
+        ms_per_page: total_s * 1000.0 / pages.max(1) as f64,
+        page: Latency::of(&hist),
+        last_page: walks[0].last_page.clone(),
+        page_hist: hist,
+    }
 }
 
 /// The median time of `times` GETs of `path` one after the other, in ms.
@@ -131,39 +169,67 @@ async fn median_ms(
     Ok(took[took.len() / 2])
 }
 
+/// The first and the last page at `limit=100`, medians of 5 each, in ms.
+async fn first_and_last_ms(
+    conn: &mut Conn,
+    addr: SocketAddr,
+    last_page: &str,
+) -> anyhow::Result<(f64, f64)> {
+    let first = median_ms(conn, addr, FIRST_PAGE_100, 5).await?;
+    let last = median_ms(conn, addr, last_page, 5).await?;
+    Ok((first, last))
+}
+
+const FIRST_PAGE_100: &str = "/api/tickets?limit=100";
+
+/// Tickets created first, and given time to reach their listing blocks: the first page at
+/// `limit=100`, a settled reference for the last.
+const REFERENCE_TICKETS: usize = 100;
+/// Two ticks of the sweep and a margin.
+const REFERENCE_SETTLES: Duration = Duration::from_millis(4_500);
 /// The sweep brings new tickets into their blocks at about 4,096 positions per 2 s tick.
 const SWEEP_POSITIONS_PER_S: f64 = 2048.0;
 
-/// Times the last page of the walk (a median of 5) every second until it costs at most
-/// twice the first page's at the same limit, or `bound`; returns when (from `last_create`)
-/// and the last page's settled cost.
+/// Times the first and the last page every quarter second until the last costs at most
+/// twice the first, or `bound` after the last create; returns when that was (from
+/// `last_create`) and the last medians of both.
 async fn wait_settled(
     addr: SocketAddr,
     last_page: &str,
-    first_page_ms: f64,
     last_create: Instant,
     bound: Duration,
-) -> anyhow::Result<(Option<f64>, f64)> {
+) -> anyhow::Result<(Option<f64>, (f64, f64))> {
     let mut conn = Conn::open(addr).await?;
     loop {
-        let last_ms = median_ms(&mut conn, addr, last_page, 5).await?;
-        if last_ms <= 2.0 * first_page_ms {
-            return Ok((Some(last_create.elapsed().as_secs_f64()), last_ms));
+        let (first, last) = first_and_last_ms(&mut conn, addr, last_page).await?;
+        if last <= 2.0 * first {
+            return Ok((Some(last_create.elapsed().as_secs_f64()), (first, last)));
         }
         if last_create.elapsed() > bound {
-            return Ok((None, last_ms));
+            return Ok((None, (first, last)));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-/// The catalogue at each of `sizes` on one platform (a fresh host, growing).
-pub async fn measure(
-    ctx: &mut Ctx,
-    platform: Platform,
-    sizes: &[usize],
-) -> anyhow::Result<Vec<CatalogueResult>> {
-    let (addr, _app): (SocketAddr, Box<dyn std::any::Any>) = match platform {
+/// One size's app, created and settled, before the rounds.
+struct Sized {
+    size: usize,
+    addr: SocketAddr,
+    _app: Box<dyn std::any::Any>,
+    last_create: Instant,
+    created: seed::Created,
+    walk_fresh: Walk,
+    settled_after_s: Option<f64>,
+    settle_bound_s: f64,
+    fresh_ms: (f64, f64),
+    settled_ms: (f64, f64),
+}
+
+/// A fresh app on `platform` with `size` tickets, walked right after the creates and
+/// followed until settled.
+async fn grow(ctx: &Ctx, platform: Platform, size: usize) -> anyhow::Result<Sized> {
+    let (addr, app): (SocketAddr, Box<dyn std::any::Any>) = match platform {
         Platform::Embedded => {
             let host = ctx.host(None, vec![])?;
             (host.addr(), Box::new(host))
@@ -174,93 +240,137 @@ pub async fn measure(
         }
     };
     let label = platform.label();
+    eprintln!("- catalogue on {label}: {size} tickets");
     let seller = sign_up(addr, "catalogue-seller@example.com").await?;
+    let reference = REFERENCE_TICKETS.min(size);
+    seed::create_tickets(addr, &seller, reference, 16, "Reference").await?;
+    tokio::time::sleep(REFERENCE_SETTLES).await;
+    let created = seed::create_tickets(addr, &seller, size - reference, 16, "Catalogue").await?;
+    let last_create = Instant::now();
+    let walk_fresh = walk(addr, last_create, 1).await?;
+    let mut conn = Conn::open(addr).await?;
+    let fresh_ms = first_and_last_ms(&mut conn, addr, &walk_fresh.last_page).await?;
+    eprintln!(
+        "  created {} in {:.1} s ({:.0}/s); walk right after: {} pages, {:.2} s, {:.2} ms/page",
+        size - reference,
+        created.elapsed.as_secs_f64(),
+        created.per_second(),
+        walk_fresh.pages,
+        walk_fresh.total_s,
+        walk_fresh.ms_per_page
+    );
+    // Twice the sweep's nominal time: it runs slower on a busy machine.
+    let bound = Duration::from_secs_f64(2.0 * size as f64 / SWEEP_POSITIONS_PER_S + 30.0);
+    let (settled_after_s, settled_ms) =
+        wait_settled(addr, &walk_fresh.last_page, last_create, bound).await?;
+    eprintln!(
+        "  last page {:.2} ms right after, settled after {}: {:.2} ms (first page {:.2} ms)",
+        fresh_ms.1,
+        settled_after_s.map_or(format!("NOT within {:.0} s", bound.as_secs_f64()), |s| {
+            format!("{s:.1} s")
+        }),
+        settled_ms.1,
+        settled_ms.0
+    );
+    Ok(Sized {
+        size,
+        addr,
+        _app: app,
+        last_create,
+        created,
+        walk_fresh,
+        settled_after_s,
+        settle_bound_s: bound.as_secs_f64(),
+        fresh_ms,
+        settled_ms,
+    })
+}
+
+/// The catalogue at each of `sizes` on one platform (an app per size, all kept until the
+/// rounds are done).
+pub async fn measure(
+    ctx: &mut Ctx,
+    platform: Platform,
+    sizes: &[usize],
+) -> anyhow::Result<Vec<CatalogueResult>> {
     let mut sorted = sizes.to_vec();
     sorted.sort_unstable();
     sorted.dedup();
-    let sequential = if ctx.args.smoke { 30 } else { 300 };
-    let mut results = Vec::new();
-    let mut have = 0;
+    let mut apps = Vec::new();
     for size in sorted {
-        let more = size - have.min(size);
-        eprintln!("- catalogue on {label}: {size} tickets (creating {more})");
-        let created =
-            seed::create_tickets(addr, &seller, more, 16, &format!("Catalogue {size}")).await?;
-        let last_create = Instant::now();
-        have = size;
-        eprintln!(
-            "  created {more} in {:.1} s ({:.0}/s)",
-            created.elapsed.as_secs_f64(),
-            created.per_second()
-        );
-        let walk_fresh = walk(addr, last_create).await?;
-        eprintln!(
-            "  walk right after: {} pages, {} tickets, {:.2} s, {:.2} ms/page",
-            walk_fresh.pages, walk_fresh.tickets, walk_fresh.total_s, walk_fresh.ms_per_page
-        );
-        let mut conn = Conn::open(addr).await?;
-        let last_page_fresh_ms = median_ms(&mut conn, addr, &walk_fresh.last_page, 5).await?;
+        apps.push(grow(ctx, platform, size).await?);
+    }
 
-        let mut hist = stats::histogram();
-        for _ in 0..sequential {
-            let sent = Instant::now();
-            page(&mut conn, addr, "/api/tickets").await?;
-            stats::record(&mut hist, sent.elapsed());
+    let rounds = if ctx.args.smoke { 1 } else { 3 };
+    let sequential = if ctx.args.smoke { 30 } else { 100 };
+    // Enough pages per round that a small catalogue's walk is not a handful of requests.
+    let pages_per_round: usize = if ctx.args.smoke { 20 } else { 200 };
+    let label = platform.label();
+    eprintln!("- catalogue on {label}: {rounds} rounds over the sizes");
+    let mut first_pages: Vec<Histogram<u64>> = apps.iter().map(|_| stats::histogram()).collect();
+    let mut walks: Vec<Vec<Walk>> = apps.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds {
+        for (i, app) in apps.iter().enumerate() {
+            let mut conn = Conn::open(app.addr).await?;
+            for _ in 0..sequential {
+                let sent = Instant::now();
+                page(&mut conn, app.addr, "/api/tickets").await?;
+                stats::record(&mut first_pages[i], sent.elapsed());
+            }
+            let pages_per_walk = app.size.div_ceil(100).max(1);
+            let times = pages_per_round.div_ceil(pages_per_walk);
+            walks[i].push(walk(app.addr, app.last_create, times).await?);
         }
-        let first_page = Latency::of(&hist);
-        let c = ctx.args.concurrency;
+    }
+    let c = ctx.args.concurrency;
+    let mut results = Vec::new();
+    for (i, app) in apps.iter().enumerate() {
         let load = ctx
             .load(
-                &format!("catalogue first page (GET /api/tickets), {size} tickets"),
+                &format!(
+                    "catalogue first page (GET /api/tickets), {} tickets",
+                    app.size
+                ),
                 &format!("host, {label}"),
-                addr,
+                app.addr,
                 ctx.spec(c, 200),
-                get(addr, "/api/tickets"),
+                get(app.addr, "/api/tickets"),
             )
             .await?;
-
-        let first_page_100_ms = median_ms(&mut conn, addr, "/api/tickets?limit=100", 5).await?;
-        let bound = Duration::from_secs_f64(2.0 * size as f64 / SWEEP_POSITIONS_PER_S + 30.0);
-        let (settled_after_s, last_page_settled_ms) = wait_settled(
-            addr,
-            &walk_fresh.last_page,
-            first_page_100_ms,
-            last_create,
-            bound,
-        )
-        .await?;
-        let walk_settled = walk(addr, last_create).await?;
+        let walk_settled = combine(&walks[i]);
+        let first_page = Latency::of(&first_pages[i]);
         eprintln!(
-            "  first page p50 {} µs p99 {} µs, {:.0} req/s; settled after {}; walk then {:.2} ms/page",
+            "  {} tickets: first page p50 {} µs p99 {} µs, {:.0} req/s; walk {:.2} ms/page (p50 {} µs)",
+            app.size,
             first_page.p50_us,
             first_page.p99_us,
             load.rps,
-            settled_after_s.map_or("-".into(), |s| format!("{s:.1} s")),
-            walk_settled.ms_per_page
+            walk_settled.ms_per_page,
+            walk_settled.page.p50_us
         );
-        for w in [&walk_fresh, &walk_settled] {
-            if w.tickets != size || w.duplicates != 0 {
+        for w in [&app.walk_fresh, &walk_settled] {
+            if w.tickets != app.size || w.duplicates != 0 {
                 eprintln!(
-                    "  !!! the walk saw {} tickets ({} twice), the catalogue has {size}",
-                    w.tickets, w.duplicates
+                    "  !!! a walk saw {} tickets ({} twice), the catalogue has {}",
+                    w.tickets, w.duplicates, app.size
                 );
             }
         }
         results.push(CatalogueResult {
             platform: label.into(),
-            size,
-            created: more,
-            creates_per_s: created.per_second(),
-            create_retries: created.retried,
+            size: app.size,
+            creates_per_s: app.created.per_second(),
+            create_retries: app.created.retried,
             first_page,
             first_page_rps: load.rps,
             first_page_concurrency: c,
-            walk_fresh,
-            settled_after_s,
-            settle_bound_s: bound.as_secs_f64(),
-            last_page_fresh_ms,
-            last_page_settled_ms,
-            first_page_100_ms,
+            walk_fresh: app.walk_fresh.clone(),
+            settled_after_s: app.settled_after_s,
+            settle_bound_s: app.settle_bound_s,
+            last_page_fresh_ms: app.fresh_ms.1,
+            first_page_100_fresh_ms: app.fresh_ms.0,
+            last_page_settled_ms: app.settled_ms.1,
+            first_page_100_settled_ms: app.settled_ms.0,
             walk_settled,
         });
     }
@@ -294,8 +404,12 @@ pub fn push_ratios(ratios: &mut Vec<(String, f64)>, results: &[CatalogueResult])
         ratio(|r| r.first_page_rps),
     ));
     ratios.push((
-        format!("catalogue walk time per page (settled), {sizes}"),
+        format!("catalogue walk time per page (rounds, settled), {sizes}"),
         ratio(|r| r.walk_settled.ms_per_page),
+    ));
+    ratios.push((
+        format!("catalogue walk page p50 (rounds, settled), {sizes}"),
+        ratio(|r| r.walk_settled.page.p50_us as f64),
     ));
     ratios.push((
         format!("catalogue walk time per page (right after creating), {sizes}"),
@@ -306,8 +420,8 @@ pub fn push_ratios(ratios: &mut Vec<(String, f64)>, results: &[CatalogueResult])
 /// The catalogue's table for the Markdown report.
 pub fn markdown(results: &[CatalogueResult]) -> String {
     let mut s = String::from(
-        "\nCatalogue (`GET /api/tickets`): first page (default limit 20) one at a time and at the bench's concurrency; a walk along `next` links at `limit=100` right after the creates and again once the sweep has the new tickets in their blocks:\n\n\
-         | platform | tickets | created/s | first page p50 / p99 µs | first page req/s (c) | walk right after: pages, s, ms/page | settled after s | walk settled: s, ms/page | last page ms: right after → settled (first page at 100: ms) |\n\
+        "\nCatalogue (`GET /api/tickets`), an app per size (100 reference tickets settled first, the rest created over 16 connections): a walk along `next` links at `limit=100` right after the last create; how long after it the last page cost at most twice the first (the sweep had the new tickets in its blocks); then rounds over the sizes of the first page (default limit 20) one at a time and of walks, and the first page at the bench's concurrency:\n\n\
+         | platform | tickets | created/s | first page p50 / p99 µs | first page req/s (c) | walk right after: pages, s, ms/page | settled after s | walks in the rounds: pages, ms/page, page p50 / p99 µs | last / first page at limit 100, ms: right after → settled |\n\
          |---|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for r in results {
@@ -319,7 +433,7 @@ pub fn markdown(results: &[CatalogueResult]) -> String {
             }
         };
         s += &format!(
-            "| {} | {} | {:.0} | {} / {} | {:.0} ({}) | {}, {:.2}, {:.2}{} | {} | {:.2}, {:.2}{} | {:.2} → {:.2} ({:.2}) |\n",
+            "| {} | {} | {:.0} | {} / {} | {:.0} ({}) | {}, {:.2}, {:.2}{} | {} | {}, {:.2}, {} / {}{} | {:.2} / {:.2} → {:.2} / {:.2} |\n",
             r.platform,
             r.size,
             r.creates_per_s,
@@ -332,15 +446,18 @@ pub fn markdown(results: &[CatalogueResult]) -> String {
             r.walk_fresh.ms_per_page,
             seen(&r.walk_fresh),
             r.settled_after_s.map_or(
-                format!("not within {:.0}", r.settle_bound_s),
+                format!("**not within {:.0}**", r.settle_bound_s),
                 |t| format!("{t:.1}")
             ),
-            r.walk_settled.total_s,
+            r.walk_settled.pages,
             r.walk_settled.ms_per_page,
+            r.walk_settled.page.p50_us,
+            r.walk_settled.page.p99_us,
             seen(&r.walk_settled),
             r.last_page_fresh_ms,
+            r.first_page_100_fresh_ms,
             r.last_page_settled_ms,
-            r.first_page_100_ms,
+            r.first_page_100_settled_ms,
         );
     }
     s

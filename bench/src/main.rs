@@ -165,7 +165,8 @@ fn main() -> anyhow::Result<()> {
         args.flash_buyers = args.flash_buyers.min(8);
         args.flash_seconds = args.flash_seconds.min(20.0);
         for size in &mut args.catalogue_sizes {
-            *size = (*size / 100).max(50);
+            // Above the catalogue's 100 reference tickets.
+            *size = (*size / 100).max(150);
         }
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
