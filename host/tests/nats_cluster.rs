@@ -211,7 +211,7 @@ fn killing_the_stream_leader_twice_loses_no_event_and_no_paid_order() {
     let books = Books {
         seen: &seen,
         tickets: &tickets,
-        nats_url: &cluster.urls(),
+        nats_url: Some(&cluster.urls()),
         stripe: Some(&stripe),
         settle: window + Duration::from_secs(120),
     };

@@ -82,7 +82,7 @@ fn nats_and_redis_restarts_lose_nothing_and_sell_nothing_twice() {
     let books = Books {
         seen: &seen,
         tickets: &tickets,
-        nats_url: &nats.url(),
+        nats_url: Some(&nats.url()),
         stripe: None,
         settle: window + Duration::from_secs(60),
     };
