@@ -7,7 +7,8 @@
 //! over 16 connections. Right after the last create, a walk along the `next` links
 //! (`limit=100`) from the first page to the last, whose tail is still read ticket by ticket;
 //! then the last page is timed against the first (the settled reference) until it costs at
-//! most twice as much: how long after the last create the sweep had the new tickets in.
+//! most twice as much and the server is idle: how long after the last create the sweep had
+//! the new tickets in.
 //! Once every size is there, rounds over the sizes: the first page (default limit) one at a
 //! time, and walks; then the first page at the bench's concurrency.
 
@@ -189,10 +190,13 @@ const REFERENCE_TICKETS: usize = 100;
 const REFERENCE_SETTLES: Duration = Duration::from_millis(4_500);
 /// The sweep brings new tickets into their blocks at about 4,096 positions per 2 s tick.
 const SWEEP_POSITIONS_PER_S: f64 = 2048.0;
+/// The share of one core under which a server counts as idle (its relay's tick and the
+/// bench's own two page reads stay under it).
+const IDLE_CPU_SHARE: f64 = 0.1;
 
-/// Times the first and the last page every quarter second until the last costs at most
-/// twice the first, or `bound` after the last create; returns when that was (from
-/// `last_create`) and the last medians of both.
+/// Times the first and the last page every half second until the last costs at most twice
+/// the first and the server is idle (its sweep done), or `bound` after the last create;
+/// returns when that was (from `last_create`) and the last medians of both.
 async fn wait_settled(
     addr: SocketAddr,
     last_page: &str,
@@ -200,15 +204,28 @@ async fn wait_settled(
     bound: Duration,
 ) -> anyhow::Result<(Option<f64>, (f64, f64))> {
     let mut conn = Conn::open(addr).await?;
+    // The sweep's work shows as the server's CPU: settled also means idle, so that the
+    // rounds do not time one size's pages beside its own sweep.
+    let server = crate::procs::listener_pid(addr.port());
+    let cpu = || server.and_then(crate::procs::tree_cpu_time_us);
+    let mut before = (Instant::now(), cpu());
     loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let (first, last) = first_and_last_ms(&mut conn, addr, last_page).await?;
-        if last <= 2.0 * first {
+        let now = (Instant::now(), cpu());
+        let busy = match (before.1, now.1) {
+            (Some(a), Some(b)) => {
+                b.saturating_sub(a) as f64 / (now.0 - before.0).as_micros() as f64
+            }
+            _ => 0.0,
+        };
+        before = now;
+        if last <= 2.0 * first && busy < IDLE_CPU_SHARE {
             return Ok((Some(last_create.elapsed().as_secs_f64()), (first, last)));
         }
         if last_create.elapsed() > bound {
             return Ok((None, (first, last)));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
