@@ -22,30 +22,8 @@ const SALE: Duration = Duration::from_secs(10);
 fn flash_sale(platform: Platform) {
     let stripe = StripeFake::start();
     let host = platform.host(WINDOW_SECONDS, &stripe).start();
-    let mut seller = host.client();
-    seller.sign_up();
-    let tickets: Vec<String> = (0..TICKETS)
-        .map(|n| {
-            let ticket = seller
-                .post(
-                    "/api/tickets",
-                    json!({"title": format!("Seat {n}"), "price": 50}),
-                )
-                .json();
-            ticket["id"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    let mut probe = host.client();
-    probe.sign_up();
-    wait_until_orderable(&mut probe, &tickets);
-
-    let buyers: Vec<Vec<Client>> = (0..BUYERS)
-        .map(|_| {
-            let mut buyer = host.client();
-            buyer.sign_up();
-            vec![buyer]
-        })
-        .collect();
+    let tickets = tickets_on_sale(&host, TICKETS, "Seat");
+    let buyers = buyers_on(&host, BUYERS);
     let window = Duration::from_secs(WINDOW_SECONDS.into());
     let traffic = Traffic::start(buyers, &tickets, window, Duration::ZERO);
     std::thread::sleep(SALE);

@@ -31,31 +31,8 @@ fn nats_and_redis_restarts_lose_nothing_and_sell_nothing_twice() {
         .var("expiration_window_seconds", &WINDOW_SECONDS.to_string())
         .start();
 
-    let mut seller = host.client();
-    seller.sign_up();
-    let tickets: Vec<String> = (0..TICKETS)
-        .map(|n| {
-            let ticket = seller
-                .post(
-                    "/api/tickets",
-                    json!({"title": format!("Show {n}"), "price": 10 + n}),
-                )
-                .json();
-            ticket["id"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    // Every ticket known to the orders service before the traffic starts.
-    let mut probe = host.client();
-    probe.sign_up();
-    wait_until_orderable(&mut probe, &tickets);
-
-    let buyers: Vec<Vec<Client>> = (0..BUYERS)
-        .map(|_| {
-            let mut buyer = host.client();
-            buyer.sign_up();
-            vec![buyer]
-        })
-        .collect();
+    let tickets = tickets_on_sale(&host, TICKETS, "Show");
+    let buyers = buyers_on(&host, BUYERS);
     let window = Duration::from_secs(WINDOW_SECONDS);
     let traffic = Traffic::start(buyers, &tickets, window, Duration::ZERO);
 

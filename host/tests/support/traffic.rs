@@ -103,6 +103,28 @@ pub fn wait_until_orderable(probe: &mut Client, tickets: &[String]) {
     }
 }
 
+/// `n` tickets put on sale on `host` by a new seller, each known to the orders service.
+pub fn tickets_on_sale(host: &Host, n: usize, title: &str) -> Vec<String> {
+    let mut seller = host.client();
+    seller.sign_up();
+    let tickets = super::scenarios::create_tickets(&mut seller, n, title);
+    let mut probe = host.client();
+    probe.sign_up();
+    wait_until_orderable(&mut probe, &tickets);
+    tickets
+}
+
+/// `n` buyers signed up on `host`, one session each, as `Traffic::start` takes them.
+pub fn buyers_on(host: &Host, n: usize) -> Vec<Vec<Client>> {
+    (0..n)
+        .map(|_| {
+            let mut buyer = host.client();
+            buyer.sign_up();
+            vec![buyer]
+        })
+        .collect()
+}
+
 /// Buyers at work on threads until `stop`.
 pub struct Traffic {
     seen: Arc<Mutex<Seen>>,
