@@ -75,17 +75,9 @@ pub struct CatalogueResult {
 }
 
 async fn page(conn: &mut Conn, addr: SocketAddr, path: &str) -> anyhow::Result<load::Reply> {
-    let reply = conn
-        .send(load::request("GET", addr, path, &[], None))
-        .await?;
-    if reply.status != 200 {
-        bail!(
-            "GET {path}: {} {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
-    }
-    Ok(reply)
+    conn.send(load::request("GET", addr, path, &[], None))
+        .await?
+        .expect_status(200, &format!("GET {path}"))
 }
 
 /// Follows `next` from `/api/tickets?limit=100` to the last page, `times` times in a row.
@@ -246,16 +238,7 @@ struct Sized {
 /// A fresh app on `platform` with `size` tickets, walked right after the creates and
 /// followed until settled.
 async fn grow(ctx: &Ctx, platform: Platform, size: usize) -> anyhow::Result<Sized> {
-    let (addr, app): (SocketAddr, Box<dyn std::any::Any>) = match platform {
-        Platform::Embedded => {
-            let host = ctx.host(None, vec![])?;
-            (host.addr(), Box::new(host))
-        }
-        Platform::Servers => {
-            let servers = ctx.host_on_servers()?;
-            (servers.host.addr(), Box::new(servers))
-        }
-    };
+    let (addr, app) = ctx.fresh_app(platform)?;
     let label = platform.label();
     eprintln!("- catalogue on {label}: {size} tickets");
     let seller = sign_up(addr, "catalogue-seller@example.com").await?;

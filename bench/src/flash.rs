@@ -615,14 +615,8 @@ async fn wait_orders_know(addr: SocketAddr, probe: &str, last: &str) -> anyhow::
             &[("cookie", probe)],
             None,
         ))
-        .await?;
-    if reply.status != 204 {
-        bail!(
-            "cancelling the probe's order: {} {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
-    }
+        .await?
+        .expect_status(204, "cancelling the probe's order")?;
     // Version 0 at creation, 1 once reserved, 2 once released.
     let path = format!("/api/tickets/{last}");
     let give_up = Instant::now() + Duration::from_secs(60);
@@ -823,14 +817,8 @@ async fn list_orders(
                     &[("cookie", cookie)],
                     None,
                 ))
-                .await?;
-            if reply.status != 200 {
-                bail!(
-                    "GET {page}: {} {}",
-                    reply.status,
-                    String::from_utf8_lossy(&reply.body)
-                );
-            }
+                .await?
+                .expect_status(200, &format!("GET {page}"))?;
             for order in reply.json()?.as_array().context("not an array")? {
                 orders.insert(
                     order["id"].as_str().unwrap_or_default().to_owned(),
@@ -1048,16 +1036,7 @@ pub async fn part(ctx: &mut Ctx) {
     let mut results: Vec<FlashResult> = Vec::new();
     for platform in [Platform::Embedded, Platform::Servers] {
         let outcome = async {
-            let (addr, _app): (SocketAddr, Box<dyn std::any::Any>) = match platform {
-                Platform::Embedded => {
-                    let host = ctx.host(None, vec![])?;
-                    (host.addr(), Box::new(host))
-                }
-                Platform::Servers => {
-                    let servers = ctx.host_on_servers()?;
-                    (servers.host.addr(), Box::new(servers))
-                }
-            };
+            let (addr, _app) = ctx.fresh_app(platform)?;
             run(addr, &format!("host, {}", platform.label()), &settings).await
         }
         .await;

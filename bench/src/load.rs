@@ -42,6 +42,21 @@ impl Reply {
     }
 }
 
+impl Reply {
+    /// This reply if its status is `status`, else an error naming `what` was asked, with
+    /// the status and body that came instead.
+    pub fn expect_status(self, status: u16, what: &str) -> anyhow::Result<Reply> {
+        if self.status != status {
+            anyhow::bail!(
+                "{what}: {} {}",
+                self.status,
+                String::from_utf8_lossy(&self.body)
+            );
+        }
+        Ok(self)
+    }
+}
+
 impl Conn {
     pub async fn open(addr: SocketAddr) -> anyhow::Result<Conn> {
         let stream = TcpStream::connect(addr)

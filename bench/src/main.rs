@@ -309,6 +309,24 @@ impl Ctx {
             _nats: nats,
         })
     }
+
+    /// A fresh app on `platform`: its address, and what keeps it (and its servers) running
+    /// until dropped.
+    fn fresh_app(
+        &self,
+        platform: recovery::Platform,
+    ) -> anyhow::Result<(SocketAddr, Box<dyn std::any::Any>)> {
+        Ok(match platform {
+            recovery::Platform::Embedded => {
+                let host = self.host(None, vec![])?;
+                (host.addr(), Box::new(host))
+            }
+            recovery::Platform::Servers => {
+                let servers = self.host_on_servers()?;
+                (servers.host.addr(), Box::new(servers))
+            }
+        })
+    }
 }
 
 /// The bench's app: the ticketing app of spin.toml as it is, plus the minimal `hello`
@@ -344,14 +362,8 @@ async fn sign_up(addr: SocketAddr, email: &str) -> anyhow::Result<String> {
             &[],
             Some(&body),
         ))
-        .await?;
-    if reply.status != 201 {
-        bail!(
-            "sign-up: {} {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
-    }
+        .await?
+        .expect_status(201, "sign-up")?;
     let cookie = reply
         .headers
         .get("set-cookie")
@@ -378,14 +390,8 @@ async fn create_tickets(addr: SocketAddr, cookie: &str, n: usize) -> anyhow::Res
                 &[("cookie", cookie)],
                 Some(&body),
             ))
-            .await?;
-        if reply.status != 201 {
-            bail!(
-                "create ticket: {} {}",
-                reply.status,
-                String::from_utf8_lossy(&reply.body)
-            );
-        }
+            .await?
+            .expect_status(201, "create ticket")?;
         tickets.push(reply.json()?);
     }
     Ok(tickets)

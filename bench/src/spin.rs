@@ -34,6 +34,18 @@ pub fn find(explicit: Option<&Path>) -> Option<PathBuf> {
     procs::on_path("spin").then(|| PathBuf::from("spin"))
 }
 
+/// What `spin --version` says, e.g. `spin 3.6.3 (88d51cf1 2026-04-09)`.
+fn version_of(spin: &Path) -> anyhow::Result<String> {
+    let version = Command::new(spin)
+        .arg("--version")
+        .output()
+        .with_context(|| format!("running {} --version", spin.display()))?;
+    if !version.status.success() {
+        bail!("{} --version failed", spin.display());
+    }
+    Ok(String::from_utf8_lossy(&version.stdout).trim().to_owned())
+}
+
 /// Starts `spin up` (binary `spin`) on the bench's Spin app and its broker.
 pub fn start(
     spin: &Path,
@@ -42,14 +54,7 @@ pub fn start(
     dir: &Path,
     jwt_secret: &str,
 ) -> anyhow::Result<SpinPeer> {
-    let version = Command::new(spin)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", spin.display()))?;
-    if !version.status.success() {
-        bail!("{} --version failed", spin.display());
-    }
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let version = version_of(spin)?;
 
     let app_dir = dir.join("spin-app");
     std::fs::create_dir_all(&app_dir)?;
@@ -191,14 +196,7 @@ pub fn start_full_app(
     dir: &Path,
     jwt_secret: &str,
 ) -> anyhow::Result<SpinApp> {
-    let version = Command::new(spin)
-        .arg("--version")
-        .output()
-        .with_context(|| format!("running {} --version", spin.display()))?;
-    if !version.status.success() {
-        bail!("{} --version failed", spin.display());
-    }
-    let version = String::from_utf8_lossy(&version.stdout).trim().to_owned();
+    let version = version_of(spin)?;
 
     let app_dir = dir.join("spin-full-app");
     let data_dir = app_dir.join("spin-data");
