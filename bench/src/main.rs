@@ -93,7 +93,7 @@ struct Args {
     /// Flash sale: seconds before the sale ends if the tickets have not sold out.
     #[arg(long, default_value_t = 60.0)]
     flash_seconds: f64,
-    /// Catalogue sizes (tickets), comma-separated; the same host grows from one to the next.
+    /// Catalogue sizes (tickets), comma-separated; each size on an app of its own.
     #[arg(long, value_delimiter = ',', default_values_t = [1_000, 20_000, 200_000])]
     catalogue_sizes: Vec<usize>,
     /// Skip parts: hello, wasmtime, spin, tickets, metrics, redis, purchase, recovery,
