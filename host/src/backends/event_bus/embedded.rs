@@ -784,6 +784,53 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_claim_takes_a_batch_in_order_that_no_other_handle_gets_until_ack_wait() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
+        let bus = EmbeddedEventBus::open(&state, StreamConfig::default()).unwrap();
+        let short = ConsumerOptions {
+            max_deliver: 5,
+            // Long enough that the holder's batch stays hidden while the other handle
+            // claims, however busy the machine.
+            ack_wait: Duration::from_secs(3),
+        };
+        let mut holder = bus.consume("c", "ticketing.>", &short).await.unwrap();
+        let events = CLAIM_BATCH + 2;
+        for n in 0..events {
+            bus.publish(event("ticketing.a", &n.to_string()))
+                .await
+                .unwrap();
+        }
+        // The first call claims a whole batch; the handle gives it out in order.
+        let first = holder.next().await.unwrap();
+        assert_eq!(first.payload, b"0");
+        first.ack().await.unwrap();
+        // A second handle on the same consumer gets what the batch left, not its copies.
+        let mut other = bus.consume("c", "ticketing.>", &short).await.unwrap();
+        let next = other.next().await.unwrap();
+        assert_eq!(next.payload, CLAIM_BATCH.to_string().as_bytes());
+        next.ack().await.unwrap();
+        // The holder dies with the rest of its batch unhandled: the copies come back to the
+        // other handle once their ack_wait is over, each delivered a second time.
+        drop(holder);
+        let mut seen = Vec::new();
+        for _ in 1..events - 1 {
+            let delivery = other.next().await.unwrap();
+            seen.push((
+                String::from_utf8(delivery.payload.clone()).unwrap(),
+                delivery.delivered,
+            ));
+            delivery.ack().await.unwrap();
+        }
+        seen.sort_by_key(|(payload, _)| payload.parse::<usize>().unwrap());
+        let mut expected: Vec<(String, u32)> =
+            (1..CLAIM_BATCH).map(|n| (n.to_string(), 2)).collect();
+        expected.push(((CLAIM_BATCH + 1).to_string(), 1));
+        assert_eq!(seen, expected);
+        assert_eq!(count(&state.database(), MESSAGES), 0);
+    }
+
+    #[tokio::test]
     async fn a_stale_nak_does_not_move_a_newer_delivery() {
         let dir = tempfile::tempdir().unwrap();
         let state = EmbeddedState::open(dir.path().join("state.redb")).unwrap();
