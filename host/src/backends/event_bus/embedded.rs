@@ -71,9 +71,10 @@ const MAX_IDLE_WAIT: Duration = Duration::from_secs(5);
 /// the file's one write queue behind everyone's: under a crowd, claiming one at a time
 /// made each consumer take one event per group commit, and events lag behind requests.
 /// The extra ones wait in the handle for the trigger's next call (a handler's run at most,
-/// far below `ack_wait`, after which an unacknowledged copy would be delivered again; so
-/// are those a stopping host still held, `ack_wait` after it stopped). In the bench's
-/// flash sale, batches of 8 took a payment's wait for its order from p50 312 to 84 ms.
+/// far below `ack_wait`, after which an unacknowledged copy would be delivered again, as
+/// are those of a handle dropped with copies left; a restarted host makes them deliverable
+/// at once, like every delivery in flight). In the bench's flash sale, batches of 8 took a
+/// payment's wait for its order from p50 312 to 84 ms.
 const CLAIM_BATCH: usize = 8;
 
 /// The embedded event bus. Cheap to clone; open it once per process (see the module docs).
