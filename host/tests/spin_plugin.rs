@@ -556,12 +556,9 @@ fn an_mqtt_publish_reaches_the_plugins_stream_and_listeners() {
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let stored = runtime.block_on(async {
-        let client = async_nats::connect(&nats_url).await.unwrap();
-        let stream = async_nats::jetstream::new(client)
-            .get_stream("TICKETING")
+        // The plugin created the stream.
+        support::traffic::ticketing_stream(&nats_url)
             .await
-            .expect("the plugin created the stream");
-        stream
             .get_last_raw_message_by_subject("ticketing.order.created")
             .await
             .expect("the publish is on the stream")

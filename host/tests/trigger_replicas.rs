@@ -18,7 +18,7 @@ use support::manifests::check_nats_cluster;
 use support::nats_cluster::NatsCluster;
 use support::spin::write_lock_file;
 use support::spinkube::*;
-use support::traffic::{event_counts, stream_events};
+use support::traffic::{event_counts, stream_events, ticketing_stream};
 use support::*;
 
 const REPLICAS: usize = 3;
@@ -98,12 +98,7 @@ impl Drop for Replica {
 fn consumers_idle(nats_url: &str) -> bool {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let servers: Vec<&str> = nats_url.split(',').collect();
-        let client = async_nats::connect(servers).await.unwrap();
-        let stream = async_nats::jetstream::new(client)
-            .get_stream("TICKETING")
-            .await
-            .expect("the stream");
+        let stream = ticketing_stream(nats_url).await;
         let mut names = stream.consumer_names();
         let mut count = 0;
         while let Some(name) = names.next().await {

@@ -278,30 +278,50 @@ impl NatsCluster {
     /// Waits until every running node knows the cluster's JetStream meta leader, a running
     /// node (the cluster has formed, or elected a new one, and can create streams).
     pub fn wait_for_meta_leader(&self) {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        let running: Vec<&str> = self
-            .nodes
+        let running = self.running_names();
+        self.poll_until(
+            Duration::from_secs(120),
+            Duration::from_millis(100),
+            "the NATS cluster did not form",
+            || {
+                self.nodes.iter().filter(|n| n.is_running()).all(|node| {
+                    node.monitor("/jsz").is_some_and(|jsz| {
+                        jsz["meta_cluster"]["leader"]
+                            .as_str()
+                            .is_some_and(|leader| running.contains(&leader))
+                    })
+                })
+            },
+        );
+    }
+
+    /// The names of the nodes running now.
+    fn running_names(&self) -> Vec<&str> {
+        self.nodes
             .iter()
             .filter(|n| n.is_running())
             .map(|n| n.name.as_str())
-            .collect();
-        loop {
-            let formed = self.nodes.iter().filter(|n| n.is_running()).all(|node| {
-                node.monitor("/jsz").is_some_and(|jsz| {
-                    jsz["meta_cluster"]["leader"]
-                        .as_str()
-                        .is_some_and(|leader| running.contains(&leader))
-                })
-            });
-            if formed {
-                return;
-            }
+            .collect()
+    }
+
+    /// Asks `check` every `every` until it holds; fails with `what` and the nodes' logs
+    /// after `bound`.
+    #[track_caller]
+    fn poll_until(
+        &self,
+        bound: Duration,
+        every: Duration,
+        what: &str,
+        mut check: impl FnMut() -> bool,
+    ) {
+        let deadline = Instant::now() + bound;
+        while !check() {
             assert!(
                 Instant::now() < deadline,
-                "the NATS cluster did not form within 120 s:\n{}",
+                "{what} within {bound:?}:\n{}",
                 self.logs()
             );
-            std::thread::sleep(Duration::from_millis(100));
+            std::thread::sleep(every);
         }
     }
 
@@ -350,18 +370,17 @@ impl NatsCluster {
         not: Option<usize>,
         bound: Duration,
     ) -> usize {
-        let deadline = Instant::now() + bound;
-        loop {
-            if let Some(leader) = self.stream_leader(stream).filter(|&l| Some(l) != not) {
-                return leader;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "stream {stream} had no leader within {bound:?}:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut leader = None;
+        self.poll_until(
+            bound,
+            Duration::from_millis(50),
+            &format!("stream {stream} had no leader"),
+            || {
+                leader = self.stream_leader(stream).filter(|&l| Some(l) != not);
+                leader.is_some()
+            },
+        );
+        leader.expect("found by the poll")
     }
 
     /// Waits (up to `bound`) until every consumer of `stream` has a leader that runs, as
@@ -369,15 +388,10 @@ impl NatsCluster {
     /// one by one, each in seconds).
     #[track_caller]
     pub fn wait_for_consumer_leaders(&self, stream: &str, bound: Duration) {
-        let running: Vec<&str> = self
-            .nodes
-            .iter()
-            .filter(|n| n.is_running())
-            .map(|n| n.name.as_str())
-            .collect();
-        let deadline = Instant::now() + bound;
-        loop {
-            let led = self.stream_leader(stream).is_some_and(|leader| {
+        let running = self.running_names();
+        let what = format!("the consumers of stream {stream} had no leaders");
+        self.poll_until(bound, Duration::from_millis(100), &what, || {
+            self.stream_leader(stream).is_some_and(|leader| {
                 let Some(jsz) = self.nodes[leader].monitor("/jsz?streams=true&consumers=true")
                 else {
                     return false;
@@ -395,41 +409,23 @@ impl NatsCluster {
                         .as_str()
                         .is_some_and(|leader| running.contains(&leader))
                 })
-            });
-            if led {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the consumers of stream {stream} had no leaders within {bound:?}:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            })
+        });
     }
 
     /// Waits (up to `bound`) until the leader of `stream` sees every other peer of it
     /// caught up, e.g. a restarted node.
     #[track_caller]
     pub fn wait_until_stream_current(&self, stream: &str, bound: Duration) {
-        let deadline = Instant::now() + bound;
-        loop {
-            let current = self.stream_leader(stream).is_some_and(|leader| {
+        let what = format!("the peers of stream {stream} did not catch up");
+        self.poll_until(bound, Duration::from_millis(100), &what, || {
+            self.stream_leader(stream).is_some_and(|leader| {
                 self.stream_view(leader, stream).is_some_and(|view| {
                     view.replicas.len() + 1 == view.num_replicas as usize
                         && view.replicas.iter().all(|(_, current)| *current)
                 })
-            });
-            if current {
-                return;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the peers of stream {stream} did not catch up within {bound:?}:\n{}",
-                self.logs()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            })
+        });
     }
 
     /// Asks the leader of `stream` to hand its leadership to another peer, as an operator

@@ -288,17 +288,22 @@ fn pay(
     }
 }
 
+/// The app's stream, through any of the comma-separated servers of `nats_url`.
+pub async fn ticketing_stream(nats_url: &str) -> async_nats::jetstream::stream::Stream {
+    let servers: Vec<&str> = nats_url.split(',').collect();
+    let client = async_nats::connect(servers).await.unwrap();
+    async_nats::jetstream::new(client)
+        .get_stream("TICKETING")
+        .await
+        .expect("the stream")
+}
+
 /// The stream's messages, as (subject, JSON payload), read from any of the comma-separated
 /// servers of `nats_url`.
 pub fn stream_events(nats_url: &str) -> Vec<(String, Value)> {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let servers: Vec<&str> = nats_url.split(',').collect();
-        let client = async_nats::connect(servers).await.unwrap();
-        let stream = async_nats::jetstream::new(client)
-            .get_stream("TICKETING")
-            .await
-            .expect("the stream");
+        let stream = ticketing_stream(nats_url).await;
         let consumer = stream
             .create_consumer(async_nats::jetstream::consumer::pull::Config {
                 ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
