@@ -607,16 +607,15 @@ async fn wait_orders_know(addr: SocketAddr, probe: &str, last: &str) -> anyhow::
     let mut conn = Conn::open(addr).await?;
     let (_, order) = place_order(&mut conn, addr, probe, last, Duration::from_secs(120)).await?;
     let order_id = order["id"].as_str().context("order without id")?;
-    let reply = conn
-        .send(load::request(
-            "DELETE",
-            addr,
-            &format!("/api/orders/{order_id}"),
-            &[("cookie", probe)],
-            None,
-        ))
-        .await?
-        .expect_status(204, "cancelling the probe's order")?;
+    conn.send(load::request(
+        "DELETE",
+        addr,
+        &format!("/api/orders/{order_id}"),
+        &[("cookie", probe)],
+        None,
+    ))
+    .await?
+    .expect_status(204, "cancelling the probe's order")?;
     // Version 0 at creation, 1 once reserved, 2 once released.
     let path = format!("/api/tickets/{last}");
     let give_up = Instant::now() + Duration::from_secs(60);

@@ -9,6 +9,7 @@
 //! - on `order.cancelled` it closes the order too; a payment that got through first cannot
 //!   stand (the order and its ticket are gone): it is refunded through Stripe, with an
 //!   idempotency key, and `payment.refunded` tells the orders service.
+//!
 //! A charge under way makes either wait (retry later); one whose payer died is asked of
 //! Stripe again with its own idempotency key, which answers with what really happened.
 
