@@ -65,20 +65,7 @@ pub fn start(
 
     let (broker, mqtt_port) = procs::nats_with_mqtt(dir)?;
     let port = procs::free_port();
-    let mut cmd = Command::new(spin);
-    cmd.arg("up")
-        .arg("--from")
-        .arg(&manifest)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--runtime-config-file")
-        .arg(&runtime_config)
-        .current_dir(&app_dir)
-        .env("SPIN_VARIABLE_JWT_SECRET", jwt_secret)
-        .env(
-            "SPIN_VARIABLE_MQTT_ADDRESS",
-            format!("mqtt://127.0.0.1:{mqtt_port}"),
-        );
+    let cmd = spin_up(spin, &app_dir, &runtime_config, port, jwt_secret, mqtt_port);
     let spin = Service::spawn("spin up", cmd, port, app_dir.join("spin.log"))?;
     Ok(SpinPeer {
         spin,
@@ -240,26 +227,13 @@ pub fn start_full_app(
     )?;
     let port = procs::free_port();
     let admin = std::net::SocketAddr::from(([127, 0, 0, 1], procs::free_port()));
-    let mut cmd = Command::new(spin);
-    cmd.arg("up")
-        .arg("--from")
-        .arg(&manifest)
-        .arg("--listen")
-        .arg(format!("127.0.0.1:{port}"))
-        .arg("--runtime-config-file")
-        .arg(&runtime_config)
-        .current_dir(&app_dir)
-        .env("SPIN_DATA_DIR", &data_dir)
-        .env("SPIN_VARIABLE_JWT_SECRET", jwt_secret)
+    let mut cmd = spin_up(spin, &app_dir, &runtime_config, port, jwt_secret, mqtt_port);
+    cmd.env("SPIN_DATA_DIR", &data_dir)
         .env(
             "SPIN_VARIABLE_NATS_URL",
             format!("nats://127.0.0.1:{}", nats.port),
         )
         .env("SPIN_VARIABLE_TIMERS_URL", &redis_url)
-        .env(
-            "SPIN_VARIABLE_MQTT_ADDRESS",
-            format!("mqtt://127.0.0.1:{mqtt_port}"),
-        )
         // The plugin's admin listener (Spin's own HTTP trigger ignores it): its /readyz says
         // when the stream and the consumers are there.
         .env("TICKETING_ADMIN_LISTEN", admin.to_string());
@@ -271,6 +245,33 @@ pub fn start_full_app(
         _redis: redis,
         _nats: nats,
     })
+}
+
+/// `spin up` of `app_dir`'s spin.toml on `port`, with its runtime config, the session
+/// secret and the MQTT broker the components publish to.
+fn spin_up(
+    spin: &Path,
+    app_dir: &Path,
+    runtime_config: &Path,
+    port: u16,
+    jwt_secret: &str,
+    mqtt_port: u16,
+) -> Command {
+    let mut cmd = Command::new(spin);
+    cmd.arg("up")
+        .arg("--from")
+        .arg(app_dir.join("spin.toml"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--runtime-config-file")
+        .arg(runtime_config)
+        .current_dir(app_dir)
+        .env("SPIN_VARIABLE_JWT_SECRET", jwt_secret)
+        .env(
+            "SPIN_VARIABLE_MQTT_ADDRESS",
+            format!("mqtt://127.0.0.1:{mqtt_port}"),
+        );
+    cmd
 }
 
 fn run_quietly(cmd: &mut Command, what: &str) -> anyhow::Result<()> {
