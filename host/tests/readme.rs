@@ -100,11 +100,24 @@ fn rerun_in_namespaces(test: &str) {
 /// Inside the namespaces: loopback up, a fresh /tmp, and the repository's tracked files
 /// copied there (with their times, so cargo sees the sources it already built).
 fn clean_copy() -> PathBuf {
+    let root = workspace_root();
+    // A clone under /tmp would vanish under the fresh /tmp: hold it open, and bind it back
+    // to its path there (the kernel follows the /proc link to the hidden directory; `-c`
+    // keeps `mount` from resolving the path itself).
+    let root_dir = std::fs::File::open(&root).unwrap();
     run_ok("ip", &["link", "set", "lo", "up"]);
     run_ok("mount", &["-t", "tmpfs", "tmpfs", "/tmp"]);
+    if root.starts_with("/tmp") {
+        std::fs::create_dir_all(&root).unwrap();
+        let held = format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&root_dir)
+        );
+        run_ok("mount", &["-c", "--bind", &held, root.to_str().unwrap()]);
+    }
     let copy = PathBuf::from(COPY);
     std::fs::create_dir(&copy).unwrap();
-    let root = workspace_root();
     let files = Command::new("git")
         .current_dir(&root)
         .args(["ls-files", "-z"])
